@@ -1,0 +1,176 @@
+//! The byte layout of a record in the `kv` table.
+//!
+//! Table key: [`Revision::to_bytes`](crate::Revision::to_bytes) of the change.
+//! Table value:
+//!
+//! ```text
+//! flags: u8            bit 0 = tombstone
+//! create_revision      LEB128 varint (absent for a tombstone)
+//! version              LEB128 varint (absent for a tombstone)
+//! lease                LEB128 varint (absent for a tombstone)
+//! key_len              LEB128 varint
+//! key                  key_len bytes
+//! value                the rest (absent for a tombstone)
+//! ```
+//!
+//! `mod_revision` is not stored: it is the record's table key.
+
+use crate::error::{Error, Result};
+use crate::kv::KeyValue;
+
+const FLAG_TOMBSTONE: u8 = 1;
+
+/// A decoded `kv` table record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// The key was written.
+    Put(KeyValue),
+    /// The key was deleted.
+    Tombstone(Vec<u8>),
+}
+
+pub(crate) fn encode_put(kv: &KeyValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 3 * 9 + 5 + kv.key.len() + kv.value.len());
+    out.push(0);
+    put_varint(&mut out, kv.create_revision as u64);
+    put_varint(&mut out, kv.version as u64);
+    put_varint(&mut out, kv.lease as u64);
+    put_varint(&mut out, kv.key.len() as u64);
+    out.extend_from_slice(&kv.key);
+    out.extend_from_slice(&kv.value);
+    out
+}
+
+pub(crate) fn encode_tombstone(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 5 + key.len());
+    out.push(FLAG_TOMBSTONE);
+    put_varint(&mut out, key.len() as u64);
+    out.extend_from_slice(key);
+    out
+}
+
+/// Decodes a record; `mod_revision` comes from its table key.
+pub(crate) fn decode(bytes: &[u8], mod_revision: i64, with_value: bool) -> Result<Record> {
+    let corrupt = || Error::Corrupted(format!("kv record at revision {mod_revision}"));
+    let (&flags, mut rest) = bytes.split_first().ok_or_else(corrupt)?;
+    if flags & FLAG_TOMBSTONE != 0 {
+        let len = take_varint(&mut rest).ok_or_else(corrupt)?;
+        let key = rest.get(..len as usize).ok_or_else(corrupt)?;
+        return Ok(Record::Tombstone(key.to_vec()));
+    }
+    let create_revision = take_varint(&mut rest).ok_or_else(corrupt)? as i64;
+    let version = take_varint(&mut rest).ok_or_else(corrupt)? as i64;
+    let lease = take_varint(&mut rest).ok_or_else(corrupt)? as i64;
+    let len = take_varint(&mut rest).ok_or_else(corrupt)? as usize;
+    let key = rest.get(..len).ok_or_else(corrupt)?;
+    let value = rest.get(len..).ok_or_else(corrupt)?;
+    Ok(Record::Put(KeyValue {
+        key: key.to_vec(),
+        create_revision,
+        mod_revision,
+        version,
+        value: if with_value {
+            value.to_vec()
+        } else {
+            Vec::new()
+        },
+        lease,
+    }))
+}
+
+/// The key of a record and whether it is a tombstone, without copying the value.
+pub(crate) fn decode_key(bytes: &[u8]) -> Option<(&[u8], bool)> {
+    let (&flags, mut rest) = bytes.split_first()?;
+    if flags & FLAG_TOMBSTONE == 0 {
+        for _ in 0..3 {
+            take_varint(&mut rest)?;
+        }
+    }
+    let len = take_varint(&mut rest)? as usize;
+    Some((rest.get(..len)?, flags & FLAG_TOMBSTONE != 0))
+}
+
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub(crate) fn take_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = input.split_first()?;
+        *input = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_round_trip() {
+        let kv = KeyValue {
+            key: b"foo".to_vec(),
+            create_revision: 2,
+            mod_revision: 7,
+            version: 3,
+            value: vec![0xff; 300],
+            lease: 0x7fff_ffff_ffff_ffff,
+        };
+        let bytes = encode_put(&kv);
+        assert_eq!(decode(&bytes, 7, true).unwrap(), Record::Put(kv.clone()));
+        assert_eq!(decode_key(&bytes), Some((&b"foo"[..], false)));
+        let Record::Put(no_value) = decode(&bytes, 7, false).unwrap() else {
+            panic!("not a put")
+        };
+        assert!(no_value.value.is_empty());
+    }
+
+    #[test]
+    fn tombstone_round_trip() {
+        let bytes = encode_tombstone(b"k");
+        assert_eq!(
+            decode(&bytes, 9, true).unwrap(),
+            Record::Tombstone(b"k".to_vec())
+        );
+        assert_eq!(decode_key(&bytes), Some((&b"k"[..], true)));
+    }
+
+    #[test]
+    fn truncated_records_are_errors_not_panics() {
+        let kv = KeyValue {
+            key: b"key".to_vec(),
+            value: b"value".to_vec(),
+            ..KeyValue::default()
+        };
+        let bytes = encode_put(&kv);
+        for cut in 0..6 {
+            assert!(decode(&bytes[..cut], 1, true).is_err(), "cut at {cut}");
+        }
+        assert!(decode(
+            &[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            1,
+            true
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn varints() {
+        for v in [0u64, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            let mut s = &out[..];
+            assert_eq!(take_varint(&mut s), Some(v));
+            assert!(s.is_empty());
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! [`MvccStore`]: revisions, the key index and the backend put together.
+//!
+//! ```text
+//!            writes (one at a time, under `writer`)          reads (any number, concurrently)
+//!  put / delete_range / txn / lease ─► WriteTxn ─publish─┐   range / events_since / hash
+//!                                                        ▼        │ pin revision, then read
+//!   backend.apply(records)  →  index.write()  →  revs.current = rev  →  observers(events)
+//! ```
+//!
+//! A reader takes `(current, compact)` and pins its revision under the small `revs` mutex,
+//! then reads the index (brief read locks) and a backend view without blocking anyone.
+//! Publishing a write puts its records into the backend before the index learns of them and
+//! bumps `current` last, so a reader that sees revision `r` finds everything written at `r`.
+//! Compaction waits until no pinned reader is below its revision before it drops anything.
+//!
+//! Lock order: `writer` → `compaction` → `index` → `leases` → `revs` → `observers`; the backend's
+//! own locks are always taken last and never held across a call back into the store.
+
+mod compaction;
+mod hash;
+mod lease;
+mod range;
+mod txn;
+mod watch;
+mod write_txn;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::{Bound, ControlFlow};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::backend::{Backend, BackendConfig, ReadTx, Table, WriteBatch};
+use crate::codec::{self, Record};
+use crate::error::{Error, Result};
+use crate::key_index::KeyIndex;
+use crate::kv::KeyValue;
+use crate::revision::{LeaseId, Revision};
+
+pub use compaction::CompactionHandle;
+pub use lease::Lease;
+pub use txn::validate_txn;
+pub use watch::{EventBatch, Subscription};
+pub use write_txn::WriteTxn;
+
+/// Meta keys, as etcd names them.
+pub(crate) mod meta {
+    /// Index of the last applied log entry (big-endian u64).
+    pub const CONSISTENT_INDEX: &[u8] = b"consistent_index";
+    /// Revision a compaction was scheduled at (big-endian i64).
+    pub const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
+    /// Revision the last finished compaction was at (big-endian i64).
+    pub const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
+}
+
+/// Settings of an [`MvccStore`].
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Backend settings (file, cache size, batching).
+    pub backend: BackendConfig,
+    /// Most operations per txn branch (etcd's `--max-txn-ops`, default 128).
+    pub max_txn_ops: usize,
+    /// Keys compacted per index batch; the index write lock is released between batches.
+    pub compaction_batch: usize,
+}
+
+impl StoreConfig {
+    /// Defaults for a database file at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            backend: BackendConfig::new(path),
+            max_txn_ops: 128,
+            compaction_batch: 10_000,
+        }
+    }
+}
+
+/// Revision bookkeeping shared by readers and the writer.
+#[derive(Debug)]
+pub(crate) struct RevState {
+    /// Newest published revision (1 on an empty store).
+    pub current: i64,
+    /// Reads below this fail; -1 until the first compaction, as in etcd.
+    pub compact: i64,
+    /// Revisions pinned by live readers, with counts.
+    pins: BTreeMap<i64, usize>,
+}
+
+/// Leases and which keys they hold, mirrored in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Leases {
+    pub by_id: HashMap<LeaseId, LeaseState>,
+    pub key_lease: HashMap<Vec<u8>, LeaseId>,
+}
+
+/// One lease in memory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LeaseState {
+    pub ttl: i64,
+    pub keys: BTreeSet<Vec<u8>>,
+}
+
+pub(crate) struct StoreInner {
+    pub config: StoreConfig,
+    pub backend: Backend,
+    pub index: RwLock<KeyIndex>,
+    pub revs: Mutex<RevState>,
+    /// Signalled when a pin is released (compaction waits on it).
+    pub unpinned: Condvar,
+    /// The single writer; holds the applied index of the last write.
+    pub writer: Mutex<WriterState>,
+    pub leases: RwLock<Leases>,
+    pub observers: watch::Observers,
+    pub compaction: compaction::Compaction,
+}
+
+/// State only the writer touches.
+#[derive(Debug, Default)]
+pub(crate) struct WriterState {
+    pub applied_index: u64,
+}
+
+/// The MVCC key-value store. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct MvccStore {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+/// A read at one revision: pins it against compaction until dropped.
+pub(crate) struct ReadView<'a> {
+    pub inner: &'a StoreInner,
+    /// The revision this view reads at.
+    pub rev: i64,
+    /// The current revision when the view was taken.
+    pub current: i64,
+    pub tx: ReadTx,
+}
+
+impl Drop for ReadView<'_> {
+    fn drop(&mut self) {
+        self.inner.unpin(self.rev);
+    }
+}
+
+impl MvccStore {
+    /// Opens the store at `config.backend.path`, rebuilding the key index from disk and
+    /// resuming an unfinished compaction.
+    ///
+    /// # Errors
+    /// Fails if the database cannot be opened or holds undecodable records.
+    pub fn open(config: StoreConfig) -> Result<Self> {
+        let backend = Backend::open(config.backend.clone())?;
+        let tx = backend.read();
+        let mut index = KeyIndex::new();
+        let mut leases = Leases::default();
+        let mut current = 1i64;
+        let mut failure = None;
+        tx.scan(
+            Table::Kv,
+            (Bound::Unbounded, Bound::Unbounded),
+            false,
+            |k, v| {
+                let step = (|| -> Result<()> {
+                    let rev = Revision::from_bytes(k)
+                        .ok_or_else(|| Error::Corrupted(format!("kv table key {k:?}")))?;
+                    current = current.max(rev.main);
+                    match codec::decode(v, rev.main, false)? {
+                        Record::Put(kv) => {
+                            // The record carries its creation and version, which compaction may
+                            // have removed from the history in front of it.
+                            let created = Revision::new(kv.create_revision, 0);
+                            index.restore_put(&kv.key, rev, created, kv.version);
+                            leases.attach(&kv.key, LeaseId(kv.lease));
+                        }
+                        Record::Tombstone(key) => {
+                            if let Err(e) = index.restore_tombstone(&key, rev) {
+                                tracing::warn!(key = ?key, revision = %rev, error = %e,
+                                "tombstone of a key that is not live; ignored");
+                            }
+                            leases.attach(&key, LeaseId::NONE);
+                        }
+                    }
+                    Ok(())
+                })();
+                match step {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        failure = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            },
+        )?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let read_i64 = |key: &[u8]| -> Result<Option<i64>> {
+            Ok(tx
+                .get(Table::Meta, key)?
+                .and_then(|v| v.try_into().ok().map(i64::from_be_bytes)))
+        };
+        let scheduled = read_i64(meta::SCHEDULED_COMPACT)?;
+        let finished = read_i64(meta::FINISHED_COMPACT)?;
+        let applied_index = tx
+            .get(Table::Meta, meta::CONSISTENT_INDEX)?
+            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        leases.load(&tx)?;
+        drop(tx);
+        let compact = scheduled.or(finished).unwrap_or(-1);
+        current = current.max(compact);
+        let inner = Arc::new(StoreInner {
+            backend,
+            index: RwLock::new(index),
+            revs: Mutex::new(RevState {
+                current,
+                compact,
+                pins: BTreeMap::new(),
+            }),
+            unpinned: Condvar::new(),
+            writer: Mutex::new(WriterState { applied_index }),
+            leases: RwLock::new(leases),
+            observers: watch::Observers::default(),
+            compaction: compaction::Compaction::default(),
+            config,
+        });
+        let store = Self { inner };
+        store.start_compactor()?;
+        // A compaction scheduled before a crash but not finished runs again.
+        if let Some(rev) = scheduled {
+            if finished != Some(rev) {
+                store.inner.compaction.schedule(rev);
+            }
+        }
+        Ok(store)
+    }
+
+    /// The newest revision (1 on an empty store; the first write gets 2).
+    pub fn current_revision(&self) -> i64 {
+        self.inner.revs.lock().current
+    }
+
+    /// The compaction point: reads below it fail. -1 before the first compaction.
+    pub fn compact_revision(&self) -> i64 {
+        self.inner.revs.lock().compact
+    }
+
+    /// Index of the last applied log entry recorded with the data (0 if none).
+    pub fn applied_index(&self) -> u64 {
+        self.inner.writer.lock().applied_index
+    }
+
+    /// Number of keys in the index (live or deleted but not yet compacted).
+    pub fn key_count(&self) -> usize {
+        self.inner.index.read().len()
+    }
+
+    /// Estimated bytes held by the key index.
+    pub fn index_heap_bytes(&self) -> usize {
+        self.inner.index.read().approx_heap_bytes()
+    }
+
+    /// Opens a read transaction at `revision` (0 or less: the current one). It pins that
+    /// revision: reads through it are consistent with each other, writers go on meanwhile, and
+    /// compaction past it waits until it is dropped.
+    ///
+    /// # Errors
+    /// [`Error::FutureRevision`] or [`Error::Compacted`].
+    pub fn read(&self, revision: i64) -> Result<ReadTxn<'_>> {
+        Ok(ReadTxn {
+            view: self.inner.view(revision)?,
+        })
+    }
+
+    /// Starts a write transaction: every change in it shares one new revision.
+    ///
+    /// Blocks while another write transaction is open.
+    pub fn write(&self) -> WriteTxn<'_> {
+        WriteTxn::begin(&self.inner)
+    }
+
+    /// Makes every write so far durable.
+    ///
+    /// # Errors
+    /// Fails if the commit fails.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.backend.flush()
+    }
+
+    /// Size of the database file in bytes.
+    pub fn size(&self) -> u64 {
+        self.inner.backend.size()
+    }
+
+    /// Bytes of the database file in use by live data.
+    ///
+    /// # Errors
+    /// Fails on a backend error.
+    pub fn size_in_use(&self) -> Result<u64> {
+        self.inner.backend.size_in_use()
+    }
+
+    /// Rewrites the database file compactly without stopping readers or writers.
+    ///
+    /// # Errors
+    /// Fails on a backend error.
+    pub fn defragment(&self) -> Result<()> {
+        self.inner.backend.defragment()
+    }
+
+    /// Streams a consistent snapshot of the whole store to `out` (see
+    /// [`Backend::snapshot_to`]).
+    ///
+    /// # Errors
+    /// Fails on a backend or write error.
+    pub fn snapshot_to<W: std::io::Write>(&self, out: &mut W) -> Result<u64> {
+        self.inner.backend.snapshot_to(out)
+    }
+
+    /// The backend underneath (for tables the store does not interpret: auth, alarms, members).
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// Stops background work, commits everything and closes the file.
+    ///
+    /// # Errors
+    /// Fails if the last commit fails.
+    pub fn close(&self) -> Result<()> {
+        self.inner.compaction.stop();
+        self.inner.backend.close()
+    }
+}
+
+impl StoreInner {
+    /// Takes a read view at `revision` (0 or less: current), checking it against the
+    /// compaction point and the current revision.
+    pub(crate) fn view(&self, revision: i64) -> Result<ReadView<'_>> {
+        let (rev, current) = {
+            let mut revs = self.revs.lock();
+            let current = revs.current;
+            let rev = if revision <= 0 { current } else { revision };
+            if rev > current {
+                return Err(Error::FutureRevision {
+                    requested: rev,
+                    current,
+                });
+            }
+            if rev < revs.compact {
+                return Err(Error::Compacted {
+                    requested: rev,
+                    compacted: revs.compact,
+                });
+            }
+            *revs.pins.entry(rev).or_default() += 1;
+            (rev, current)
+        };
+        Ok(ReadView {
+            inner: self,
+            rev,
+            current,
+            tx: self.backend.read(),
+        })
+    }
+
+    pub(crate) fn unpin(&self, rev: i64) {
+        let mut revs = self.revs.lock();
+        if let Some(n) = revs.pins.get_mut(&rev) {
+            *n -= 1;
+            if *n == 0 {
+                revs.pins.remove(&rev);
+                self.unpinned.notify_all();
+            }
+        }
+    }
+
+    /// Waits until no reader is pinned below `rev`.
+    pub(crate) fn wait_unpinned_below(&self, rev: i64) {
+        let mut revs = self.revs.lock();
+        while revs.pins.range(..rev).next().is_some() {
+            self.unpinned.wait(&mut revs);
+        }
+    }
+}
+
+/// A consistent read at one revision (etcd's `TxnRead`), see [`MvccStore::read`].
+pub struct ReadTxn<'a> {
+    view: ReadView<'a>,
+}
+
+impl ReadTxn<'_> {
+    /// The revision this transaction reads at.
+    pub fn revision(&self) -> i64 {
+        self.view.rev
+    }
+
+    /// The store's current revision when the transaction began.
+    pub fn current_revision(&self) -> i64 {
+        self.view.current
+    }
+
+    /// A range at this transaction's revision (a request revision `<= 0` means this one; a
+    /// positive one must be retained and not in the future).
+    ///
+    /// # Errors
+    /// As [`MvccStore::range`].
+    pub fn range(
+        &self,
+        req: &crate::request::RangeRequest,
+    ) -> Result<crate::request::RangeResponse> {
+        if req.key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        if req.revision > 0 && req.revision != self.view.rev {
+            let view = self.view.inner.view(req.revision)?;
+            return range::range_view(&view, req);
+        }
+        range::range_view(&self.view, req)
+    }
+}
+
+impl ReadView<'_> {
+    /// Reads the record of `key` at revision `modified`.
+    pub(crate) fn kv_at(&self, modified: Revision, with_value: bool) -> Result<KeyValue> {
+        let record = self
+            .tx
+            .get_with(Table::Kv, &modified.to_bytes(), |bytes| {
+                codec::decode(bytes, modified.main, with_value)
+            })?
+            .ok_or_else(|| {
+                Error::Corrupted(format!("revision {modified} is in the index only"))
+            })??;
+        match record {
+            Record::Put(kv) => Ok(kv),
+            Record::Tombstone(_) => Err(Error::Corrupted(format!(
+                "revision {modified} is a tombstone, the index says a put"
+            ))),
+        }
+    }
+}
+
+impl Leases {
+    /// Records that `key` now holds `lease` (NONE detaches).
+    pub(crate) fn attach(&mut self, key: &[u8], lease: LeaseId) {
+        if let Some(old) = self.key_lease.remove(key) {
+            if let Some(state) = self.by_id.get_mut(&old) {
+                state.keys.remove(key);
+            }
+        }
+        if lease.is_some() {
+            self.key_lease.insert(key.to_vec(), lease);
+            self.by_id
+                .entry(lease)
+                .or_default()
+                .keys
+                .insert(key.to_vec());
+        }
+    }
+}
+
+pub(crate) fn be_i64(v: i64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+pub(crate) fn apply_batch(inner: &StoreInner, batch: WriteBatch) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    inner.backend.apply(batch)
+}
+
+impl MvccStore {
+    /// Writes a key in a revision of its own, as etcd's `Put` (see [`WriteTxn::put`]).
+    ///
+    /// # Errors
+    /// As [`WriteTxn::put`].
+    pub fn put(&self, req: &crate::request::PutRequest) -> Result<crate::request::PutResponse> {
+        let mut w = self.write();
+        let resp = w.put(req)?;
+        w.commit()?;
+        Ok(resp)
+    }
+
+    /// Deletes a range in one revision, as etcd's `DeleteRange` (see
+    /// [`WriteTxn::delete_range`]); no revision is used when nothing matched.
+    ///
+    /// # Errors
+    /// As [`WriteTxn::delete_range`].
+    pub fn delete_range(
+        &self,
+        req: &crate::request::DeleteRangeRequest,
+    ) -> Result<crate::request::DeleteRangeResponse> {
+        let mut w = self.write();
+        let resp = w.delete_range(req)?;
+        w.commit()?;
+        Ok(resp)
+    }
+}
