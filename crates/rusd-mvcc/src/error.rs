@@ -28,6 +28,14 @@ pub enum Error {
         /// The store's current revision.
         current: i64,
     },
+    /// A range whose end is not after its start where an empty range is not allowed (watch).
+    #[error("range is empty: range_end {range_end:?} is not after key {key:?}")]
+    InvertedRange {
+        /// The range's first key.
+        key: Vec<u8>,
+        /// The range's end.
+        range_end: Vec<u8>,
+    },
     /// `ignore_value`/`ignore_lease` on a key that does not exist, or a request op with nothing set.
     #[error("key not found")]
     KeyNotFound,

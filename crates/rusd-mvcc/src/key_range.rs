@@ -41,6 +41,26 @@ impl<'a> KeyRange<'a> {
         Self { start: key, end }
     }
 
+    /// Like [`KeyRange::new`], but refuses an empty key and an inverted range, for the places
+    /// where etcd rejects them rather than reading nothing (watch creation).
+    ///
+    /// # Errors
+    /// [`Error::EmptyKey`](crate::Error::EmptyKey) or
+    /// [`Error::InvertedRange`](crate::Error::InvertedRange).
+    pub fn checked(key: &'a [u8], range_end: &'a [u8]) -> crate::Result<Self> {
+        if key.is_empty() {
+            return Err(crate::Error::EmptyKey);
+        }
+        let range = Self::new(key, range_end);
+        if range.is_empty() {
+            return Err(crate::Error::InvertedRange {
+                key: key.to_vec(),
+                range_end: range_end.to_vec(),
+            });
+        }
+        Ok(range)
+    }
+
     /// Exactly one key.
     pub fn single(key: &'a [u8]) -> Self {
         Self {
@@ -121,6 +141,20 @@ mod tests {
         assert!(KeyRange::new(b"b", b"a").is_empty());
         assert!(KeyRange::new(b"b", b"b").is_empty());
         assert!(!KeyRange::new(b"b", b"\0").is_empty());
+    }
+
+    #[test]
+    fn checked_refuses_empty_keys_and_inverted_ranges() {
+        assert!(matches!(
+            KeyRange::checked(b"", b""),
+            Err(crate::Error::EmptyKey)
+        ));
+        assert!(matches!(
+            KeyRange::checked(b"b", b"a"),
+            Err(crate::Error::InvertedRange { .. })
+        ));
+        assert!(KeyRange::checked(b"a", b"b").is_ok());
+        assert!(KeyRange::checked(b"a", b"\0").is_ok());
     }
 
     #[test]

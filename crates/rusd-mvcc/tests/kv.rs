@@ -455,3 +455,18 @@ fn an_uncommitted_write_txn_changes_nothing() {
     assert!(s.get("j").is_none());
     assert_eq!(s.set("x", "y"), 3);
 }
+
+#[test]
+fn dropping_the_last_handle_closes_and_persists_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = rusd_mvcc::MvccStore::open(common::config(dir.path())).unwrap();
+        s.put(&PutRequest::new("a", "1")).unwrap();
+        s.put(&PutRequest::new("a", "2")).unwrap();
+        s.compact(2).unwrap();
+        let _clone = s.clone();
+    }
+    let s = rusd_mvcc::MvccStore::open(common::config(dir.path())).unwrap();
+    assert_eq!(s.current_revision(), 3);
+    assert_eq!(s.compact_revision(), 2);
+}

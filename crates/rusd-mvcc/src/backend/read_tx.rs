@@ -152,6 +152,34 @@ impl ReadTx {
         }
     }
 
+    /// Up to `limit` entries (0: all) of `table` whose keys start with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// Fails on a backend read error.
+    pub fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let end = crate::key_range::prefix_end(prefix);
+        let upper = if prefix.is_empty() || end == [0] {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(&end[..])
+        };
+        let mut out = Vec::new();
+        self.scan(table, (Bound::Included(prefix), upper), false, |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            if out.len() == limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        Ok(out)
+    }
+
     /// The last entry of `table` (largest key), if any.
     ///
     /// # Errors

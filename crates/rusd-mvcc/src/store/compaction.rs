@@ -51,7 +51,7 @@ impl CompactionHandle {
 
     /// Blocks until the compacted revisions are deleted from the backend.
     pub fn wait(&self) {
-        let c = &self.store.inner.compaction;
+        let c = &*self.store.inner.compaction;
         let mut state = c.state.lock();
         while state.finished < self.revision && !state.stop {
             c.changed.wait(&mut state);
@@ -74,7 +74,10 @@ impl Compaction {
             state.thread.take()
         };
         if let Some(handle) = handle {
-            let _ = handle.join();
+            // The compaction thread itself may drop the last store handle; it cannot join itself.
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
         }
     }
 
@@ -107,9 +110,10 @@ impl MvccStore {
 
     pub(super) fn start_compactor(&self) -> Result<()> {
         let weak = Arc::downgrade(&self.inner);
+        let queue = self.inner.compaction.clone();
         let handle = std::thread::Builder::new()
             .name("rusd-compactor".into())
-            .spawn(move || run(&weak))?;
+            .spawn(move || run(&queue, &weak))?;
         let mut state = self.inner.compaction.state.lock();
         state.thread = Some(handle);
         state.finished = self.inner.revs.lock().compact;
@@ -142,12 +146,12 @@ impl WriteTxn<'_> {
     }
 }
 
-fn run(weak: &Weak<StoreInner>) {
+/// The compaction thread. It holds only the queue while it waits, so dropping the last store
+/// handle is never delayed by it.
+fn run(queue: &Compaction, weak: &Weak<StoreInner>) {
     loop {
-        let Some(inner) = weak.upgrade() else { return };
         let rev = {
-            let c = &inner.compaction;
-            let mut state = c.state.lock();
+            let mut state = queue.state.lock();
             loop {
                 if state.stop {
                     return;
@@ -156,24 +160,21 @@ fn run(weak: &Weak<StoreInner>) {
                     state.running = true;
                     break rev;
                 }
-                // Wake now and then to notice a dropped store.
-                c.changed
-                    .wait_for(&mut state, std::time::Duration::from_millis(200));
-                if Arc::strong_count(&inner) == 1 {
-                    return;
-                }
+                queue.changed.wait(&mut state);
             }
         };
-        let result = compact_physically(&inner, rev);
-        let c = &inner.compaction;
-        let mut state = c.state.lock();
+        let result = match weak.upgrade() {
+            Some(inner) => compact_physically(&inner, rev),
+            None => return,
+        };
+        let mut state = queue.state.lock();
         state.running = false;
         match result {
             Ok(true) => state.finished = state.finished.max(rev),
             Ok(false) => {}
             Err(e) => tracing::error!(revision = rev, error = %e, "compaction failed"),
         }
-        c.changed.notify_all();
+        queue.changed.notify_all();
     }
 }
 

@@ -112,7 +112,7 @@ pub(crate) struct StoreInner {
     pub writer: Mutex<WriterState>,
     pub leases: RwLock<Leases>,
     pub observers: watch::Observers,
-    pub compaction: compaction::Compaction,
+    pub compaction: Arc<compaction::Compaction>,
 }
 
 /// State only the writer touches.
@@ -195,6 +195,9 @@ impl MvccStore {
         if let Some(e) = failure {
             return Err(e);
         }
+        // The rebuild inserted keys in revision order, i.e. scattered; packing the chunks full
+        // again saves about 15 bytes per key.
+        index.repack();
         let read_i64 = |key: &[u8]| -> Result<Option<i64>> {
             Ok(tx
                 .get(Table::Meta, key)?
@@ -222,7 +225,7 @@ impl MvccStore {
             writer: Mutex::new(WriterState { applied_index }),
             leases: RwLock::new(leases),
             observers: watch::Observers::default(),
-            compaction: compaction::Compaction::default(),
+            compaction: Arc::default(),
             config,
         });
         let store = Self { inner };
@@ -330,6 +333,13 @@ impl MvccStore {
     pub fn close(&self) -> Result<()> {
         self.inner.compaction.stop();
         self.inner.backend.close()
+    }
+}
+
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        // The last handle is gone: stop the compaction thread before the backend closes.
+        self.compaction.stop();
     }
 }
 
