@@ -108,6 +108,15 @@ impl MvccStore {
         })
     }
 
+    /// A handle to wait for the physical part of the compaction at `revision` (or any later
+    /// one) to finish.
+    pub fn compaction_handle(&self, revision: i64) -> CompactionHandle {
+        CompactionHandle {
+            store: self.clone(),
+            revision,
+        }
+    }
+
     pub(super) fn start_compactor(&self) -> Result<()> {
         let weak = Arc::downgrade(&self.inner);
         let queue = self.inner.compaction.clone();

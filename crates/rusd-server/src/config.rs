@@ -1,0 +1,147 @@
+//! Server settings, with etcd's names and defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Auto-compaction settings (`--auto-compaction-mode`, `--auto-compaction-retention`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Off (retention 0).
+    Off,
+    /// Keep this much history.
+    Periodic(Duration),
+    /// Keep this many revisions.
+    Revision(i64),
+}
+
+/// Everything the server needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Human-readable member name (`--name`).
+    pub name: String,
+    /// Data directory (`--data-dir`).
+    pub data_dir: PathBuf,
+    /// Where clients connect (`--listen-client-urls`); gRPC and HTTP share each listener.
+    pub listen_client: Vec<SocketAddr>,
+    /// Client URLs told to others (`--advertise-client-urls`).
+    pub advertise_client_urls: Vec<String>,
+    /// Peer listener (`--listen-peer-urls`).
+    pub listen_peer: Vec<SocketAddr>,
+    /// Peer URLs told to others (`--initial-advertise-peer-urls`).
+    pub advertise_peer_urls: Vec<String>,
+    /// `--initial-cluster`: `name=url,...`.
+    pub initial_cluster: Vec<(String, String)>,
+    /// `--initial-cluster-token`.
+    pub initial_cluster_token: String,
+    /// `--initial-cluster-state`: true for `new`.
+    pub initial_cluster_new: bool,
+    /// Applied entries between log snapshots (`--snapshot-count`).
+    pub snapshot_count: u64,
+    /// Space quota in bytes (`--quota-backend-bytes`; 0 = default 2 GiB, negative = none).
+    pub quota_backend_bytes: i64,
+    /// Largest request (`--max-request-bytes`).
+    pub max_request_bytes: usize,
+    /// Most operations per txn (`--max-txn-ops`).
+    pub max_txn_ops: usize,
+    /// Auto-compaction.
+    pub auto_compaction: AutoCompaction,
+    /// Raft heartbeat (`--heartbeat-interval`).
+    pub heartbeat_interval: Duration,
+    /// Raft election timeout (`--election-timeout`).
+    pub election_timeout: Duration,
+    /// Watch progress notification interval
+    /// (`--experimental-watch-progress-notify-interval`).
+    pub watch_progress_notify_interval: Duration,
+    /// Engine page cache bytes (`--backend-cache-bytes`, rusd's own flag).
+    pub backend_cache_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            data_dir: PathBuf::from("default.rusd"),
+            listen_client: vec![SocketAddr::from(([127, 0, 0, 1], 2379))],
+            advertise_client_urls: vec!["http://localhost:2379".into()],
+            listen_peer: vec![SocketAddr::from(([127, 0, 0, 1], 2380))],
+            advertise_peer_urls: vec!["http://localhost:2380".into()],
+            initial_cluster: vec![("default".into(), "http://localhost:2380".into())],
+            initial_cluster_token: "etcd-cluster".into(),
+            initial_cluster_new: true,
+            snapshot_count: 100_000,
+            quota_backend_bytes: 0,
+            max_request_bytes: 1_572_864,
+            max_txn_ops: 128,
+            auto_compaction: AutoCompaction::Off,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            watch_progress_notify_interval: Duration::from_secs(600),
+            backend_cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// etcd's default quota when `--quota-backend-bytes` is 0.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+
+impl ServerConfig {
+    /// How long a request may wait for the log (etcd: 5 s + 2 x election timeout).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + self.election_timeout * 2
+    }
+
+    /// The space quota in bytes, `None` when disabled.
+    pub fn quota_bytes(&self) -> Option<u64> {
+        match self.quota_backend_bytes {
+            0 => Some(DEFAULT_QUOTA_BYTES),
+            q if q < 0 => None,
+            q => Some(q as u64),
+        }
+    }
+
+    /// The shortest lease TTL: ceil(1.5 x election timeout) in seconds (2 s by default).
+    pub fn min_lease_ttl(&self) -> i64 {
+        let ms = self.election_timeout.as_millis() as i64 * 3 / 2;
+        (ms + 999) / 1000
+    }
+
+    /// Where the engine's database lives.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("member").join("snap").join("db")
+    }
+
+    /// Where the Raft log lives.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("member").join("wal").join("raft.redb")
+    }
+
+    /// This member's peer URLs: from `--initial-cluster` for our name, else the advertised ones.
+    pub fn own_peer_urls(&self) -> Vec<String> {
+        let mine: Vec<String> = self
+            .initial_cluster
+            .iter()
+            .filter(|(n, _)| *n == self.name)
+            .map(|(_, u)| u.clone())
+            .collect();
+        if mine.is_empty() {
+            self.advertise_peer_urls.clone()
+        } else {
+            mine
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_defaults() {
+        let c = ServerConfig::default();
+        assert_eq!(c.min_lease_ttl(), 2);
+        assert_eq!(c.request_timeout(), Duration::from_secs(7));
+        assert_eq!(c.quota_bytes(), Some(2 << 30));
+        assert_eq!(c.max_request_bytes, 1_572_864);
+    }
+}

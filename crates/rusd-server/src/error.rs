@@ -1,0 +1,71 @@
+//! The server's errors. Mapped to gRPC status codes and etcd's exact texts in exactly one place:
+//! [`crate::grpc::status`].
+
+use rusd_mvcc as mvcc;
+
+/// Everything a client request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The engine refused the request.
+    #[error(transparent)]
+    Mvcc(#[from] mvcc::Error),
+    /// A sort order or target that etcd does not define.
+    #[error("invalid sort option")]
+    InvalidSortOption,
+    /// The request is larger than `--max-request-bytes`.
+    #[error("request is too large")]
+    RequestTooLarge,
+    /// The space quota is exhausted or the NOSPACE alarm is raised.
+    #[error("database space exceeded")]
+    NoSpace,
+    /// A CORRUPT alarm is raised.
+    #[error("corrupt cluster")]
+    Corrupt,
+    /// A lease TTL above etcd's maximum (9,000,000,000 s).
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
+    /// No leader is known.
+    #[error("no leader")]
+    NoLeader,
+    /// This member is not the leader (MoveLeader and friends).
+    #[error("not leader")]
+    NotLeader,
+    /// The leadership changed while the request was in flight.
+    #[error("leader changed")]
+    LeaderChanged,
+    /// The request did not complete in time.
+    #[error("request timed out")]
+    Timeout,
+    /// The server is shutting down.
+    #[error("server stopped")]
+    Stopped,
+    /// Too many proposals are waiting to be applied.
+    #[error("too many requests")]
+    TooManyRequests,
+    /// MoveLeader to a member that cannot lead.
+    #[error("bad leader transferee")]
+    BadLeaderTransferee,
+    /// A member id that is not in the cluster.
+    #[error("member not found")]
+    MemberNotFound,
+    /// Authentication is not enabled (rusd has no auth yet).
+    #[error("authentication is not enabled")]
+    AuthNotEnabled,
+    /// A feature rusd does not have yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// An error that came back from another member, already in wire form.
+    #[error("{message}")]
+    Remote {
+        /// gRPC status code.
+        code: i32,
+        /// Message text.
+        message: String,
+    },
+    /// Anything else; reported as gRPC Unknown with its text.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The server's result type.
+pub type Result<T, E = ServerError> = std::result::Result<T, E>;

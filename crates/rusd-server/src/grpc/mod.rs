@@ -1,0 +1,4 @@
+//! The gRPC services.
+
+pub mod kv;
+pub mod status;

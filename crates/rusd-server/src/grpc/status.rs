@@ -1,0 +1,214 @@
+//! The one place where errors become gRPC statuses, with etcd's codes and exact texts
+//! (`api/v3rpc/rpctypes/error.go`). Client libraries match on these texts.
+
+use rusd_mvcc as mvcc;
+use tonic::{Code, Status};
+
+use crate::error::ServerError;
+
+/// The gRPC code and etcd's message for an error.
+pub fn code_and_message(e: &ServerError) -> (Code, String) {
+    use ServerError as S;
+    let etcd = |code: Code, text: &str| (code, format!("etcdserver: {text}"));
+    match e {
+        S::Mvcc(m) => match m {
+            mvcc::Error::EmptyKey => etcd(Code::InvalidArgument, "key is not provided"),
+            mvcc::Error::Compacted { .. } => etcd(
+                Code::OutOfRange,
+                "mvcc: required revision has been compacted",
+            ),
+            mvcc::Error::FutureRevision { .. } => etcd(
+                Code::OutOfRange,
+                "mvcc: required revision is a future revision",
+            ),
+            mvcc::Error::InvertedRange { .. } => {
+                (Code::InvalidArgument, "mvcc: watcher range is empty".into())
+            }
+            mvcc::Error::KeyNotFound => etcd(Code::InvalidArgument, "key not found"),
+            mvcc::Error::ValueProvided => etcd(Code::InvalidArgument, "value is provided"),
+            mvcc::Error::LeaseProvided => etcd(Code::InvalidArgument, "lease is provided"),
+            mvcc::Error::LeaseNotFound(_) => etcd(Code::NotFound, "requested lease not found"),
+            mvcc::Error::LeaseExists(_) => etcd(Code::FailedPrecondition, "lease already exists"),
+            mvcc::Error::TooManyTxnOps { .. } => {
+                etcd(Code::InvalidArgument, "too many operations in txn request")
+            }
+            mvcc::Error::DuplicateKey => {
+                etcd(Code::InvalidArgument, "duplicate key given in txn request")
+            }
+            mvcc::Error::InvalidArgument(text) => (Code::InvalidArgument, text.clone()),
+            mvcc::Error::CorruptSnapshot(text) => (
+                Code::InvalidArgument,
+                format!("snapshot is corrupt: {text}"),
+            ),
+            mvcc::Error::Corrupted(text) => (Code::DataLoss, format!("data corrupted: {text}")),
+            mvcc::Error::Poisoned(_) | mvcc::Error::Closed => {
+                etcd(Code::Unavailable, "server stopped")
+            }
+            mvcc::Error::Backend(text) => (Code::Unknown, text.clone()),
+            mvcc::Error::Io(err) => (Code::Unknown, err.to_string()),
+        },
+        S::InvalidSortOption => etcd(Code::InvalidArgument, "invalid sort option"),
+        S::RequestTooLarge => etcd(Code::InvalidArgument, "request is too large"),
+        S::NoSpace => etcd(Code::ResourceExhausted, "mvcc: database space exceeded"),
+        S::Corrupt => etcd(Code::DataLoss, "corrupt cluster"),
+        S::LeaseTtlTooLarge => etcd(Code::OutOfRange, "too large lease TTL"),
+        S::NoLeader => etcd(Code::Unavailable, "no leader"),
+        S::NotLeader => etcd(Code::FailedPrecondition, "not leader"),
+        S::LeaderChanged => etcd(Code::Unavailable, "leader changed"),
+        S::Timeout => etcd(Code::Unavailable, "request timed out"),
+        S::Stopped => etcd(Code::Unavailable, "server stopped"),
+        S::TooManyRequests => etcd(Code::ResourceExhausted, "too many requests"),
+        S::BadLeaderTransferee => etcd(Code::FailedPrecondition, "bad leader transferee"),
+        S::MemberNotFound => etcd(Code::NotFound, "member not found"),
+        S::AuthNotEnabled => etcd(Code::FailedPrecondition, "authentication is not enabled"),
+        S::Unsupported(text) => (Code::Unimplemented, format!("rusd: {text}")),
+        S::Remote { code, message } => (Code::from_i32(*code), message.clone()),
+        S::Internal(text) => (Code::Unknown, text.clone()),
+    }
+}
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Self {
+        let (code, message) = code_and_message(&e);
+        Status::new(code, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// etcd's texts, byte for byte (rpctypes/error.go), with their codes.
+    #[test]
+    fn etcd_codes_and_texts() {
+        let cases: Vec<(ServerError, Code, &str)> = vec![
+            (
+                mvcc::Error::EmptyKey.into(),
+                Code::InvalidArgument,
+                "etcdserver: key is not provided",
+            ),
+            (
+                mvcc::Error::Compacted {
+                    requested: 1,
+                    compacted: 2,
+                }
+                .into(),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+            (
+                mvcc::Error::FutureRevision {
+                    requested: 9,
+                    current: 2,
+                }
+                .into(),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                mvcc::Error::KeyNotFound.into(),
+                Code::InvalidArgument,
+                "etcdserver: key not found",
+            ),
+            (
+                mvcc::Error::ValueProvided.into(),
+                Code::InvalidArgument,
+                "etcdserver: value is provided",
+            ),
+            (
+                mvcc::Error::LeaseProvided.into(),
+                Code::InvalidArgument,
+                "etcdserver: lease is provided",
+            ),
+            (
+                mvcc::Error::LeaseNotFound(mvcc::LeaseId(1)).into(),
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+            (
+                mvcc::Error::LeaseExists(mvcc::LeaseId(1)).into(),
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                mvcc::Error::TooManyTxnOps { ops: 129, max: 128 }.into(),
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            (
+                mvcc::Error::DuplicateKey.into(),
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request",
+            ),
+            (
+                ServerError::InvalidSortOption,
+                Code::InvalidArgument,
+                "etcdserver: invalid sort option",
+            ),
+            (
+                ServerError::RequestTooLarge,
+                Code::InvalidArgument,
+                "etcdserver: request is too large",
+            ),
+            (
+                ServerError::NoSpace,
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+            ),
+            (
+                ServerError::LeaseTtlTooLarge,
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
+            ),
+            (
+                ServerError::NoLeader,
+                Code::Unavailable,
+                "etcdserver: no leader",
+            ),
+            (
+                ServerError::NotLeader,
+                Code::FailedPrecondition,
+                "etcdserver: not leader",
+            ),
+            (
+                ServerError::LeaderChanged,
+                Code::Unavailable,
+                "etcdserver: leader changed",
+            ),
+            (
+                ServerError::Timeout,
+                Code::Unavailable,
+                "etcdserver: request timed out",
+            ),
+            (
+                ServerError::Stopped,
+                Code::Unavailable,
+                "etcdserver: server stopped",
+            ),
+            (
+                ServerError::TooManyRequests,
+                Code::ResourceExhausted,
+                "etcdserver: too many requests",
+            ),
+            (
+                ServerError::Corrupt,
+                Code::DataLoss,
+                "etcdserver: corrupt cluster",
+            ),
+            (
+                ServerError::BadLeaderTransferee,
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee",
+            ),
+            (
+                ServerError::MemberNotFound,
+                Code::NotFound,
+                "etcdserver: member not found",
+            ),
+        ];
+        for (err, code, text) in cases {
+            let status = Status::from(err);
+            assert_eq!((status.code(), status.message()), (code, text));
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! rusd's server: etcd's v3 API (gRPC and the HTTP/JSON gateway) over the `rusd-mvcc` engine,
+//! with every mutation ordered through an openraft log.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`server`] | start and stop a member |
+//! | [`config`] | settings with etcd's names and defaults |
+//! | [`context`] | shared state; propose through the log; read index |
+//! | [`raft`] | openraft types, log store, state machine, peer network |
+//! | [`apply`] | applying committed entries to the engine |
+//! | [`grpc`] | the gRPC services and the one error-to-status mapping |
+//! | [`router`] | gRPC and HTTP on one listener |
+//! | [`lease`] | lease deadlines and expiry |
+//! | [`alarm`], [`quota`] | alarms and the space quota |
+//! | [`convert`] | protobuf <-> engine types |
+//! | [`membership`], [`ids`] | etcd-compatible member, cluster and lease ids |
+//! | [`metrics`] | Prometheus metrics |
+
+pub mod alarm;
+pub mod apply;
+pub mod config;
+pub mod context;
+pub mod convert;
+pub mod error;
+pub mod grpc;
+pub mod ids;
+pub mod lease;
+pub mod membership;
+pub mod metrics;
+pub mod quota;
+pub mod raft;
+pub mod router;
+pub mod server;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+pub use server::{Server, StartError};
+
+/// The etcd server version rusd reports (Kubernetes parses it; progress requests need >= 3.4.25
+/// and not 3.5.0-3.5.7).
+pub const VERSION_SERVER: &str = "3.5.17";
+/// The etcd cluster version rusd reports.
+pub const VERSION_CLUSTER: &str = "3.5.0";
+/// rusd's own version.
+pub const VERSION_RUSD: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,252 @@
+//! What goes through the log (etcd's `InternalRaftRequest`) and what applying it returns.
+//!
+//! Both are protobuf messages (etcd's own request and response messages inside a oneof), so
+//! the log format is compact, versionable and independent of Rust's layout. openraft wants serde
+//! for its payloads; these implement it as the protobuf bytes.
+
+use prost::Message;
+use rusd_proto::etcdserverpb as pb;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::ServerError;
+
+/// A request to apply, in log order, on every member.
+#[derive(Clone, PartialEq, Message)]
+pub struct RaftRequest {
+    /// The operation.
+    #[prost(oneof = "Op", tags = "1, 2, 3, 4, 5, 6, 7")]
+    pub op: Option<Op>,
+}
+
+/// The operations the log carries.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Op {
+    /// KV Put.
+    #[prost(message, tag = "1")]
+    Put(pb::PutRequest),
+    /// KV DeleteRange.
+    #[prost(message, tag = "2")]
+    DeleteRange(pb::DeleteRangeRequest),
+    /// KV Txn with writes.
+    #[prost(message, tag = "3")]
+    Txn(pb::TxnRequest),
+    /// KV Compact.
+    #[prost(message, tag = "4")]
+    Compaction(pb::CompactionRequest),
+    /// Lease grant, with the id already chosen (so every member applies the same).
+    #[prost(message, tag = "5")]
+    LeaseGrant(pb::LeaseGrantRequest),
+    /// Lease revoke (by a client or by expiry).
+    #[prost(message, tag = "6")]
+    LeaseRevoke(pb::LeaseRevokeRequest),
+    /// Alarm activate/deactivate.
+    #[prost(message, tag = "7")]
+    Alarm(pb::AlarmRequest),
+}
+
+impl RaftRequest {
+    /// Wraps an operation.
+    pub fn new(op: Op) -> Self {
+        Self { op: Some(op) }
+    }
+}
+
+impl std::fmt::Display for RaftRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match &self.op {
+            Some(Op::Put(_)) => "put",
+            Some(Op::DeleteRange(_)) => "delete_range",
+            Some(Op::Txn(_)) => "txn",
+            Some(Op::Compaction(_)) => "compaction",
+            Some(Op::LeaseGrant(_)) => "lease_grant",
+            Some(Op::LeaseRevoke(_)) => "lease_revoke",
+            Some(Op::Alarm(_)) => "alarm",
+            None => "empty",
+        };
+        f.write_str(name)
+    }
+}
+
+impl Serialize for RaftRequest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.encode_to_vec())
+    }
+}
+
+impl<'de> Deserialize<'de> for RaftRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: serde_bytes_shim::ByteBuf = Deserialize::deserialize(d)?;
+        RaftRequest::decode(bytes.0.as_slice()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The result of applying one request.
+#[derive(Clone, PartialEq, Message)]
+pub struct ApplyOutput {
+    /// What the operation returned.
+    #[prost(oneof = "Output", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    pub output: Option<Output>,
+}
+
+/// Per-operation results.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Output {
+    /// Put.
+    #[prost(message, tag = "1")]
+    Put(pb::PutResponse),
+    /// DeleteRange.
+    #[prost(message, tag = "2")]
+    DeleteRange(pb::DeleteRangeResponse),
+    /// Txn.
+    #[prost(message, tag = "3")]
+    Txn(pb::TxnResponse),
+    /// Compact.
+    #[prost(message, tag = "4")]
+    Compaction(pb::CompactionResponse),
+    /// LeaseGrant.
+    #[prost(message, tag = "5")]
+    LeaseGrant(pb::LeaseGrantResponse),
+    /// LeaseRevoke.
+    #[prost(message, tag = "6")]
+    LeaseRevoke(pb::LeaseRevokeResponse),
+    /// Alarm.
+    #[prost(message, tag = "7")]
+    Alarm(pb::AlarmResponse),
+    /// An entry replayed after a restart (already applied before the crash), or a blank or
+    /// membership entry: nobody waits for it.
+    #[prost(bool, tag = "8")]
+    Nothing(bool),
+}
+
+/// What a proposer gets back: the output, or the error applying it produced.
+#[derive(Debug)]
+pub struct RaftResponse(pub Result<Output, ServerError>);
+
+impl Clone for RaftResponse {
+    fn clone(&self) -> Self {
+        Self(match &self.0 {
+            Ok(o) => Ok(o.clone()),
+            Err(e) => Err(remote(e)),
+        })
+    }
+}
+
+fn remote(e: &ServerError) -> ServerError {
+    let (code, message) = crate::grpc::status::code_and_message(e);
+    ServerError::Remote {
+        code: code as i32,
+        message,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireResponse {
+    Ok(serde_bytes_shim::ByteBuf),
+    Err { code: i32, message: String },
+}
+
+impl Serialize for RaftResponse {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let wire = match &self.0 {
+            Ok(o) => WireResponse::Ok(serde_bytes_shim::ByteBuf(
+                ApplyOutput {
+                    output: Some(o.clone()),
+                }
+                .encode_to_vec(),
+            )),
+            Err(e) => match remote(e) {
+                ServerError::Remote { code, message } => WireResponse::Err { code, message },
+                other => WireResponse::Err {
+                    code: 2,
+                    message: other.to_string(),
+                },
+            },
+        };
+        wire.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RaftResponse {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(RaftResponse(match WireResponse::deserialize(d)? {
+            WireResponse::Ok(bytes) => {
+                let out =
+                    ApplyOutput::decode(bytes.0.as_slice()).map_err(serde::de::Error::custom)?;
+                Ok(out.output.unwrap_or(Output::Nothing(true)))
+            }
+            WireResponse::Err { code, message } => Err(ServerError::Remote { code, message }),
+        }))
+    }
+}
+
+/// Byte buffers through serde as bytes (not as a sequence of numbers).
+mod serde_bytes_shim {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub struct ByteBuf(pub Vec<u8>);
+
+    impl Serialize for ByteBuf {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ByteBuf {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = ByteBuf;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v.to_vec()))
+                }
+                fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<ByteBuf, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(b) = seq.next_element::<u8>()? {
+                        out.push(b);
+                    }
+                    Ok(ByteBuf(out))
+                }
+            }
+            d.deserialize_byte_buf(V)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_round_trip_through_serde() {
+        let req = RaftRequest::new(Op::Put(pb::PutRequest {
+            key: b"k".to_vec(),
+            value: vec![0, 255, 7],
+            ..Default::default()
+        }));
+        let bytes = bincode::serialize(&req).unwrap();
+        assert_eq!(bincode::deserialize::<RaftRequest>(&bytes).unwrap(), req);
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(serde_json::from_str::<RaftRequest>(&json).unwrap(), req);
+
+        let ok = RaftResponse(Ok(Output::Put(pb::PutResponse::default())));
+        let back: RaftResponse = bincode::deserialize(&bincode::serialize(&ok).unwrap()).unwrap();
+        assert!(matches!(back.0, Ok(Output::Put(_))));
+        let err = RaftResponse(Err(ServerError::NoSpace));
+        let back: RaftResponse = bincode::deserialize(&bincode::serialize(&err).unwrap()).unwrap();
+        let status = tonic::Status::from(back.0.unwrap_err());
+        assert_eq!(
+            status.message(),
+            "etcdserver: mvcc: database space exceeded"
+        );
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    }
+}

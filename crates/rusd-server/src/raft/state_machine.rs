@@ -1,0 +1,155 @@
+//! The openraft state machine: applies entries through [`Applier`] and snapshots by flushing
+//! the engine (its database file is the snapshot).
+
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageError,
+    StorageIOError, StoredMembership,
+};
+use parking_lot::Mutex;
+use rusd_mvcc::Table;
+
+use super::{EngineSnapshot, LogId, RaftResponse, TypeConfig};
+use crate::apply::{keys, Applier};
+
+type StorageResult<T> = Result<T, StorageError<u64>>;
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        openraft::AnyError::error(e.to_string()),
+    )
+    .into()
+}
+
+/// The state machine. Cheap to clone.
+#[derive(Clone)]
+pub struct StateMachine {
+    applier: Arc<Applier>,
+    last_snapshot: Arc<Mutex<Option<SnapshotMeta<u64, openraft::BasicNode>>>>,
+}
+
+impl StateMachine {
+    /// A state machine applying through `applier`.
+    pub fn new(applier: Arc<Applier>) -> Self {
+        Self {
+            applier,
+            last_snapshot: Arc::default(),
+        }
+    }
+
+    fn stored(&self) -> StorageResult<(Option<LogId>, StoredMembership<u64, openraft::BasicNode>)> {
+        let tx = self.applier.store.backend().read();
+        let read = |key: &[u8]| {
+            tx.get(Table::Members, key)
+                .map_err(|e| sm_err(ErrorVerb::Read, e))
+        };
+        let applied = match read(keys::APPLIED_LOG_ID)? {
+            Some(bytes) => {
+                Some(bincode::deserialize(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?)
+            }
+            None => None,
+        };
+        let membership = match read(keys::MEMBERSHIP)? {
+            Some(bytes) => bincode::deserialize(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        // Everything applied so far becomes durable; the log up to here can then be purged.
+        let store = self.applier.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let (last_log_id, last_membership) = self.stored()?;
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id: format!(
+                "{}-{}",
+                last_log_id.map_or(0, |l| l.index),
+                self.applier.store.current_revision()
+            ),
+        };
+        *self.last_snapshot.lock() = Some(meta.clone());
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(EngineSnapshot),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId>, StoredMembership<u64, openraft::BasicNode>)> {
+        self.stored()
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<RaftResponse>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let applier = self.applier.clone();
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        tokio::task::block_in_place(|| {
+            let mut out = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let response = match &entry.payload {
+                    EntryPayload::Blank => applier.apply(entry.log_id, None, None),
+                    EntryPayload::Normal(request) => {
+                        applier.apply(entry.log_id, Some(request), None)
+                    }
+                    EntryPayload::Membership(m) => {
+                        let stored = StoredMembership::new(Some(entry.log_id), m.clone());
+                        let bytes =
+                            bincode::serialize(&stored).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                        applier.apply(entry.log_id, None, Some(bytes))
+                    }
+                };
+                out.push(response);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<EngineSnapshot>> {
+        Err(sm_err(
+            ErrorVerb::Write,
+            "receiving snapshots arrives with clusters (issue #5)",
+        ))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        _snapshot: Box<EngineSnapshot>,
+    ) -> StorageResult<()> {
+        Err(sm_err(
+            ErrorVerb::Write,
+            "installing snapshots arrives with clusters (issue #5)",
+        ))
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        Ok(self.last_snapshot.lock().clone().map(|meta| Snapshot {
+            meta,
+            snapshot: Box::new(EngineSnapshot),
+        }))
+    }
+}

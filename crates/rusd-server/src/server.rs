@@ -1,0 +1,270 @@
+//! Starting and stopping a member: engine, log, services, listeners, background tasks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusd_mvcc::{MvccStore, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::alarm::Alarms;
+use crate::apply::Applier;
+use crate::config::ServerConfig;
+use crate::context::Ctx;
+use crate::lease::Lessor;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{Op, Raft};
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine failed to open.
+    #[error("opening the store: {0}")]
+    Store(#[from] rusd_mvcc::Error),
+    /// The log failed to open.
+    #[error("opening the raft log: {0}")]
+    Log(#[from] redb::Error),
+    /// openraft refused to start.
+    #[error("starting raft: {0}")]
+    Raft(String),
+    /// A listener could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A flag value is not usable.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A running member.
+pub struct Server {
+    /// Shared state (for tests and embedding).
+    pub ctx: Arc<Ctx>,
+    /// Where clients can connect (the bound addresses, useful with port 0).
+    pub client_addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Server {
+    /// Opens the data directory, starts Raft and the services, and binds the client listeners.
+    ///
+    /// # Errors
+    /// See [`StartError`].
+    pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            StartError::Config(format!(
+                "cannot create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let mut store_config = StoreConfig::new(config.db_path());
+        store_config.backend.cache_size = config.backend_cache_bytes;
+        store_config.max_txn_ops = config.max_txn_ops;
+        let store = tokio::task::block_in_place(|| MvccStore::open(store_config))?;
+        let log = LogStore::open(&config.log_path())?;
+
+        let lessor = Arc::new(Lessor::new(config.min_lease_ttl()));
+        for lease in store.leases() {
+            lessor.granted(lease.id, lease.ttl);
+        }
+        let alarms = Arc::new(Alarms::load(&store)?);
+        let applier = Arc::new(Applier {
+            store: store.clone(),
+            lessor: lessor.clone(),
+            alarms: alarms.clone(),
+        });
+
+        let peer_urls = config.own_peer_urls();
+        let member_id = crate::membership::member_id(&peer_urls, &config.initial_cluster_token);
+        let members: BTreeMap<u64, openraft::BasicNode> = config
+            .initial_cluster
+            .iter()
+            .map(|(name, url)| {
+                let urls: Vec<String> = config
+                    .initial_cluster
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, u)| u.clone())
+                    .collect();
+                (
+                    crate::membership::member_id(&urls, &config.initial_cluster_token),
+                    openraft::BasicNode::new(url.clone()),
+                )
+            })
+            .collect();
+        if members.len() > 1 {
+            return Err(StartError::Config(
+                "clusters of more than one member arrive with issue #5; use a single-member \
+                 --initial-cluster"
+                    .into(),
+            ));
+        }
+        let cluster_id =
+            crate::membership::cluster_id(&members.keys().copied().collect::<Vec<_>>());
+
+        let heartbeat = config.heartbeat_interval.as_millis().max(10) as u64;
+        let election = config
+            .election_timeout
+            .as_millis()
+            .max(heartbeat as u128 * 2) as u64;
+        let raft_config = openraft::Config {
+            cluster_name: config.initial_cluster_token.clone(),
+            heartbeat_interval: heartbeat,
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
+            max_in_snapshot_log_to_keep: 5000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            member_id,
+            Arc::new(raft_config),
+            Network,
+            log,
+            StateMachine::new(applier),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized {
+            raft.initialize(members.clone())
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+        } else {
+            // A single member need not wait an election timeout to lead again.
+            let _ = raft.trigger().elect().await;
+        }
+
+        let ctx = Arc::new(Ctx {
+            ids: crate::ids::IdGenerator::new(member_id),
+            metrics: crate::metrics::Metrics::new(),
+            config: config.clone(),
+            store,
+            raft,
+            lessor,
+            alarms,
+            member_id,
+            cluster_id,
+        });
+        if !ctx.wait_leader(config.election_timeout * 5).await {
+            tracing::warn!("no leader yet; serving anyway");
+        }
+        lessor_refresh(&ctx);
+
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(expire_leases(
+            ctx.clone(),
+            shutdown_rx.clone(),
+        )));
+
+        let mut client_addrs = Vec::new();
+        for addr in &config.listen_client {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: *addr,
+                    source,
+                })?;
+            let bound = listener.local_addr().map_err(|source| StartError::Listen {
+                addr: *addr,
+                source,
+            })?;
+            client_addrs.push(bound);
+            let router = crate::router::router(ctx.clone());
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "client listener failed");
+                }
+            }));
+            tracing::info!(address = %bound, "serving client traffic insecurely; this is strongly discouraged!");
+        }
+        tracing::info!(
+            cluster_version = crate::VERSION_CLUSTER,
+            "enabled capabilities for version {}",
+            crate::VERSION_CLUSTER
+        );
+        tracing::info!(
+            member_id = format!("{member_id:x}").as_str(),
+            cluster_id = format!("{cluster_id:x}").as_str(),
+            "published local member to cluster through raft"
+        );
+        tracing::info!("ready to serve client requests");
+        Ok(Self {
+            ctx,
+            client_addrs,
+            tasks,
+            shutdown,
+        })
+    }
+
+    /// Stops listening, stops Raft, and closes the store (everything applied is durable after).
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        let _ = self.ctx.raft.shutdown().await;
+        let store = self.ctx.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+}
+
+fn lessor_refresh(ctx: &Ctx) {
+    ctx.lessor.refresh_all();
+}
+
+/// Revokes expired leases through the log, on the leader only.
+async fn expire_leases(ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut was_leader = false;
+    loop {
+        let is_leader = ctx.leader() == Some(ctx.member_id);
+        if is_leader && !was_leader {
+            // A new leader gives every lease a full TTL (etcd's behaviour without checkpoints).
+            ctx.lessor.refresh_all();
+        }
+        was_leader = is_leader;
+        let mut wait = Duration::from_millis(500);
+        if is_leader {
+            let (expired, next) = ctx.lessor.expired(1000);
+            for id in expired {
+                let revoke = rusd_proto::etcdserverpb::LeaseRevokeRequest { id: id.0 };
+                match ctx.propose(Op::LeaseRevoke(revoke)).await {
+                    Ok(_) => tracing::debug!(lease = %id, "expired lease revoked"),
+                    Err(crate::error::ServerError::Mvcc(rusd_mvcc::Error::LeaseNotFound(_))) => {
+                        ctx.lessor.revoked(id)
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease = %id, error = %e, "revoking an expired lease failed")
+                    }
+                }
+            }
+            if let Some(next) = next {
+                wait = wait.min(next);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = ctx.lessor.changed.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

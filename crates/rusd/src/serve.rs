@@ -1,0 +1,322 @@
+//! `rusd serve`: flags to configuration, logging, signals.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use rusd_server::config::AutoCompaction;
+use rusd_server::{Server, ServerConfig};
+
+use crate::cli::ServeFlags;
+
+/// Parses `http://host:port[,http://...]` into socket addresses.
+fn listen_addrs(urls: &str, flag: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let rest = if let Some(rest) = url.strip_prefix("http://") {
+            rest
+        } else if url.starts_with("https://") {
+            bail!("--{flag} {url}: TLS is not supported yet");
+        } else if url.starts_with("unix://") || url.starts_with("unixs://") {
+            bail!("--{flag} {url}: unix sockets are not supported yet");
+        } else {
+            bail!("--{flag} {url}: expected http://host:port");
+        };
+        let hostport = rest.trim_end_matches('/');
+        let addrs: Vec<SocketAddr> = hostport
+            .to_socket_addrs()
+            .with_context(|| format!("--{flag} {url}: cannot resolve"))?
+            .collect();
+        // Prefer IPv4 for "localhost", as etcd's listener does.
+        let pick = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| anyhow!("--{flag} {url}: no address"))?;
+        out.push(pick);
+    }
+    if out.is_empty() {
+        bail!("--{flag} is empty");
+    }
+    Ok(out)
+}
+
+fn urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Go-style durations: `10m`, `1h30m`, `100ms`, `5s`.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        bail!("empty duration");
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let secs = match unit {
+            "ns" => value / 1e9,
+            "us" | "µs" => value / 1e6,
+            "ms" => value / 1e3,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => bail!("bad duration unit in {s:?}"),
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = tail;
+    }
+    Ok(total)
+}
+
+fn auto_compaction(mode: &str, retention: &str) -> anyhow::Result<AutoCompaction> {
+    match mode {
+        "periodic" => {
+            // A bare number is hours, as in etcd.
+            let d = match retention.parse::<u64>() {
+                Ok(hours) => Duration::from_secs(hours * 3600),
+                Err(_) => parse_duration(retention)?,
+            };
+            Ok(if d.is_zero() {
+                AutoCompaction::Off
+            } else {
+                AutoCompaction::Periodic(d)
+            })
+        }
+        "revision" => {
+            let n: i64 = retention
+                .parse()
+                .with_context(|| format!("--auto-compaction-retention {retention:?}"))?;
+            Ok(if n == 0 {
+                AutoCompaction::Off
+            } else {
+                AutoCompaction::Revision(n)
+            })
+        }
+        other => bail!("--auto-compaction-mode {other:?}: expected periodic or revision"),
+    }
+}
+
+fn reject_unsupported(flags: &ServeFlags) -> anyhow::Result<()> {
+    let u = &flags.unsupported;
+    let set = |name: &str, present: bool| -> anyhow::Result<()> {
+        if present {
+            bail!(
+                "--{name} is not supported yet (rusd has no TLS or this feature yet; see README)"
+            );
+        }
+        Ok(())
+    };
+    set("cert-file", u.cert_file.is_some())?;
+    set("key-file", u.key_file.is_some())?;
+    set("trusted-ca-file", u.trusted_ca_file.is_some())?;
+    set("client-cert-auth", u.client_cert_auth == Some(true))?;
+    set("auto-tls", u.auto_tls == Some(true))?;
+    set("peer-cert-file", u.peer_cert_file.is_some())?;
+    set("peer-key-file", u.peer_key_file.is_some())?;
+    set("peer-trusted-ca-file", u.peer_trusted_ca_file.is_some())?;
+    set(
+        "peer-client-cert-auth",
+        u.peer_client_cert_auth == Some(true),
+    )?;
+    set("peer-auto-tls", u.peer_auto_tls == Some(true))?;
+    set("force-new-cluster", u.force_new_cluster == Some(true))?;
+    set("listen-metrics-urls", u.listen_metrics_urls.is_some())?;
+    set("enable-v2", flags.enable_v2 == Some(true))?;
+    if flags.auth_token != "simple" && !flags.auth_token.starts_with("simple") {
+        bail!(
+            "--auth-token {}: auth is not supported yet",
+            flags.auth_token
+        );
+    }
+    Ok(())
+}
+
+/// Builds the server configuration from the flags.
+pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
+    reject_unsupported(flags)?;
+    let initial_cluster = match &flags.initial_cluster {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(|m| {
+                m.split_once('=')
+                    .map(|(n, u)| (n.to_owned(), u.to_owned()))
+                    .ok_or_else(|| anyhow!("--initial-cluster {m:?}: expected name=url"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => urls(&flags.initial_advertise_peer_urls)
+            .into_iter()
+            .map(|u| (flags.name.clone(), u))
+            .collect(),
+    };
+    let initial_cluster_new = match flags.initial_cluster_state.as_str() {
+        "new" => true,
+        "existing" => false,
+        other => bail!("--initial-cluster-state {other:?}: expected new or existing"),
+    };
+    Ok(ServerConfig {
+        name: flags.name.clone(),
+        data_dir: PathBuf::from(
+            flags
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| format!("{}.rusd", flags.name)),
+        ),
+        listen_client: listen_addrs(&flags.listen_client_urls, "listen-client-urls")?,
+        advertise_client_urls: urls(&flags.advertise_client_urls),
+        listen_peer: listen_addrs(&flags.listen_peer_urls, "listen-peer-urls")?,
+        advertise_peer_urls: urls(&flags.initial_advertise_peer_urls),
+        initial_cluster,
+        initial_cluster_token: flags.initial_cluster_token.clone(),
+        initial_cluster_new,
+        snapshot_count: flags.snapshot_count,
+        quota_backend_bytes: flags.quota_backend_bytes,
+        max_request_bytes: flags.max_request_bytes,
+        max_txn_ops: flags.max_txn_ops,
+        auto_compaction: auto_compaction(
+            &flags.auto_compaction_mode,
+            &flags.auto_compaction_retention,
+        )?,
+        heartbeat_interval: Duration::from_millis(flags.heartbeat_interval),
+        election_timeout: Duration::from_millis(flags.election_timeout),
+        watch_progress_notify_interval: parse_duration(
+            &flags.experimental_watch_progress_notify_interval,
+        )?
+        .max(Duration::from_millis(100)),
+        backend_cache_bytes: flags.backend_cache_bytes,
+    })
+}
+
+fn init_logging(flags: &ServeFlags) {
+    let level = if flags.debug == Some(true) {
+        "debug".to_owned()
+    } else {
+        flags.log_level.clone()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUSD_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},openraft=warn,h2=warn,hyper=warn,tower=warn"
+        ))
+    });
+    let stdout = flags.log_outputs == "stdout";
+    use std::io::IsTerminal;
+    let ansi = if stdout {
+        std::io::stdout().is_terminal()
+    } else {
+        std::io::stderr().is_terminal()
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    let result = match (flags.log_format.as_str(), stdout) {
+        ("json", true) => builder.json().with_writer(std::io::stdout).try_init(),
+        ("json", false) => builder.json().with_writer(std::io::stderr).try_init(),
+        (_, true) => builder.with_writer(std::io::stdout).try_init(),
+        (_, false) => builder.with_writer(std::io::stderr).try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("rusd: logging already initialised: {e}");
+    }
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub fn run(flags: ServeFlags) -> anyhow::Result<()> {
+    init_logging(&flags);
+    if flags.enable_pprof == Some(true) {
+        tracing::warn!("--enable-pprof is a Go feature; ignored");
+    }
+    if flags.wal_dir.is_some() {
+        tracing::warn!("--wal-dir is ignored; rusd keeps its log under --data-dir");
+    }
+    let config = config(&flags)?;
+    tracing::info!(
+        name = %config.name,
+        data_dir = %config.data_dir.display(),
+        etcd_version = rusd_server::VERSION_SERVER,
+        rusd_version = rusd_server::VERSION_RUSD,
+        "starting rusd"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rusd")
+        .build()?;
+    runtime.block_on(async {
+        let server = Server::start(config).await?;
+        wait_for_signal().await;
+        tracing::info!("received a stop signal; shutting down");
+        server.stop().await;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, serve until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_retention() {
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert!(parse_duration("5x").is_err());
+        assert_eq!(
+            auto_compaction("periodic", "1").unwrap(),
+            AutoCompaction::Periodic(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            auto_compaction("periodic", "5m").unwrap(),
+            AutoCompaction::Periodic(Duration::from_secs(300))
+        );
+        assert_eq!(
+            auto_compaction("revision", "100").unwrap(),
+            AutoCompaction::Revision(100)
+        );
+        assert_eq!(
+            auto_compaction("periodic", "0").unwrap(),
+            AutoCompaction::Off
+        );
+        assert!(auto_compaction("weird", "1").is_err());
+    }
+
+    #[test]
+    fn urls_parse_and_tls_is_refused() {
+        let addrs = listen_addrs("http://127.0.0.1:2379,http://localhost:22379", "x").unwrap();
+        assert_eq!(addrs[0], "127.0.0.1:2379".parse().unwrap());
+        assert!(addrs[1].is_ipv4());
+        assert!(listen_addrs("https://127.0.0.1:2379", "x").is_err());
+        assert!(listen_addrs("", "x").is_err());
+    }
+}
