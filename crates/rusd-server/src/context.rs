@@ -34,6 +34,8 @@ pub struct Ctx {
     pub ids: crate::ids::IdGenerator,
     /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
+    /// Watch fan-out.
+    pub watch: crate::watch::WatchHub,
 }
 
 impl Ctx {

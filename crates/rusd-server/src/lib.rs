@@ -10,6 +10,8 @@
 //! | [`apply`] | applying committed entries to the engine |
 //! | [`grpc`] | the gRPC services and the one error-to-status mapping |
 //! | [`router`] | gRPC and HTTP on one listener |
+//! | [`gateway`] | the HTTP/JSON API, `/health`, `/version`, `/metrics` |
+//! | [`watch`] | the watch hub and streams |
 //! | [`lease`] | lease deadlines and expiry |
 //! | [`alarm`], [`quota`] | alarms and the space quota |
 //! | [`convert`] | protobuf <-> engine types |
@@ -22,6 +24,7 @@ pub mod config;
 pub mod context;
 pub mod convert;
 pub mod error;
+pub mod gateway;
 pub mod grpc;
 pub mod ids;
 pub mod lease;
@@ -31,6 +34,7 @@ pub mod quota;
 pub mod raft;
 pub mod router;
 pub mod server;
+pub mod watch;
 
 pub use config::ServerConfig;
 pub use error::ServerError;

@@ -152,6 +152,7 @@ impl Server {
         let ctx = Arc::new(Ctx {
             ids: crate::ids::IdGenerator::new(member_id),
             metrics: crate::metrics::Metrics::new(),
+            watch: crate::watch::WatchHub::new(store.clone()),
             config: config.clone(),
             store,
             raft,
