@@ -31,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register_descriptors(&descriptors)?
         // etcd's gateway marshals with OrigName: field names as in the .proto files.
         .preserve_proto_field_names()
+        // grpc-gateway (jsonpb) ignores fields it does not know.
+        .ignore_unknown_fields()
         .build(&[
             ".mvccpb",
             ".authpb",

@@ -18,6 +18,7 @@
 //! | [`backend`] | [`Backend`]: named tables on redb, write coalescing, snapshots, defragment |
 //! | [`store`] | [`MvccStore`]: put, delete_range, range, txn, compact, leases, watch events |
 //! | [`compactor`] | [`Compactor`]: etcd's periodic and revision auto-compaction policies |
+//! | [`etcd_compat`] | etcd's bbolt layout: export as an etcd snapshot, import an etcd database |
 //! | [`request`] | the KV API's requests and responses |
 //! | [`kv`] | [`KeyValue`] and [`Event`] |
 //! | [`error`] | [`Error`], with the numbers each failure needs |
@@ -58,6 +59,7 @@ pub mod backend;
 mod codec;
 pub mod compactor;
 pub mod error;
+pub mod etcd_compat;
 pub mod key_index;
 pub mod key_range;
 pub mod kv;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::open;
-use rusd_mvcc::{Backend, Error, MvccStore, RangeRequest, StoreConfig};
+use rusd_mvcc::{Backend, Error, MvccStore, RangeRequest, StoreConfig, Table};
 
 #[test]
 fn snapshot_restores_to_an_identical_store() {
@@ -114,4 +114,40 @@ fn size_in_use_drops_after_compaction() {
     let after = s.size_in_use().unwrap();
     assert!(after < used / 2, "in use {used} -> {after}");
     assert!(s.size() >= after);
+}
+
+#[test]
+fn size_in_use_is_the_exact_bytes_of_keys_and_values_and_survives_reopen() {
+    use std::ops::{Bound, ControlFlow};
+    let s = open();
+    for i in 0..500 {
+        s.set(&format!("key{}", i % 97), &"v".repeat(i % 300));
+    }
+    s.del("key1", "key3");
+    s.compact(400).unwrap().wait();
+    s.flush().unwrap();
+    let recount = |st: &MvccStore| {
+        let tx = st.backend().read();
+        let mut total = 0u64;
+        for table in Table::ALL {
+            tx.scan(
+                table,
+                (Bound::Unbounded, Bound::Unbounded),
+                false,
+                |k, v| {
+                    if k != b"rusd/live_bytes" {
+                        total += (k.len() + v.len()) as u64;
+                    }
+                    ControlFlow::Continue(())
+                },
+            )
+            .unwrap();
+        }
+        total
+    };
+    assert_eq!(s.size_in_use().unwrap(), recount(&s));
+    s.defragment().unwrap();
+    assert_eq!(s.size_in_use().unwrap(), recount(&s));
+    let s = s.reopen();
+    assert_eq!(s.size_in_use().unwrap(), recount(&s));
 }

@@ -257,7 +257,8 @@ fn sorting_and_keys_only() {
     );
     assert_eq!(
         sorted(SortOrder::Descend, SortTarget::Version),
-        ["a", "c", "b"]
+        ["a", "b", "c"],
+        "ties keep key order, as etcd's sort does"
     );
     let resp = s
         .range(&RangeRequest {

@@ -126,15 +126,43 @@ pub fn delete_to_pb(r: mvcc::DeleteRangeResponse) -> pb::DeleteRangeResponse {
     }
 }
 
+/// etcd's `compareKV` for enum values it does not know, as an equivalent known compare on
+/// the same key range (`None` when both are known):
+/// * unknown target: the comparison result is 0, so EQUAL (or an unknown result) is always
+///   true and NOT_EQUAL / GREATER / LESS always false;
+/// * unknown result: always true, except that a VALUE compare on a range with no key is false
+///   (`applyCompare`), i.e. "every key of the range exists" = `create > 0`.
+fn unknown_enum_compare(c: &pb::Compare) -> Option<mvcc::Compare> {
+    use pb::compare::{CompareResult, CompareTarget};
+    let target = CompareTarget::try_from(c.target).ok();
+    let result = CompareResult::try_from(c.result).ok();
+    // create_revision is 0 for a missing key and positive otherwise.
+    let (target, result) = match (target, result) {
+        (Some(_), Some(_)) => return None,
+        (None, None | Some(CompareResult::Equal)) => (-1, mvcc::CompareResult::Greater),
+        (None, Some(_)) => (-1, mvcc::CompareResult::Less),
+        (Some(CompareTarget::Value), None) => (0, mvcc::CompareResult::Greater),
+        (Some(_), None) => (-1, mvcc::CompareResult::Greater),
+    };
+    Some(mvcc::Compare {
+        result,
+        target: mvcc::CompareTarget::Create(target),
+        key: c.key.clone(),
+        range_end: c.range_end.clone(),
+    })
+}
+
 fn compare_from_pb(c: &pb::Compare) -> mvcc::Compare {
     use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+    if let Some(cmp) = unknown_enum_compare(c) {
+        return cmp;
+    }
     let result = match CompareResult::try_from(c.result) {
         Ok(CompareResult::Equal) => mvcc::CompareResult::Equal,
         Ok(CompareResult::Greater) => mvcc::CompareResult::Greater,
         Ok(CompareResult::Less) => mvcc::CompareResult::Less,
         Ok(CompareResult::NotEqual) => mvcc::CompareResult::NotEqual,
-        // etcd treats an unknown result as "true"; equality of a field with itself is true.
-        Err(_) => mvcc::CompareResult::Equal,
+        Err(_) => mvcc::CompareResult::Equal, // handled by `unknown_enum_compare`
     };
     let num = |f: fn(&TargetUnion) -> Option<i64>| c.target_union.as_ref().and_then(f).unwrap_or(0);
     let target = match CompareTarget::try_from(c.target) {
@@ -168,6 +196,54 @@ fn compare_from_pb(c: &pb::Compare) -> mvcc::Compare {
     }
 }
 
+/// etcd's gRPC-layer txn checks (`checkTxnRequest`), in etcd's order, on the protobuf request:
+/// too many operations, then empty compare keys, then every operation of `success` and then
+/// `failure` in order (empty key, sort option, put flags, nested txns with the remaining
+/// budget, an operation with nothing set). Converting first would report an empty operation
+/// before an earlier error.
+///
+/// # Errors
+/// The first error etcd would report.
+pub fn check_txn(t: &pb::TxnRequest, max_ops: usize) -> Result<(), ServerError> {
+    use pb::request_op::Request;
+    let ops = t.compare.len().max(t.success.len()).max(t.failure.len());
+    if ops > max_ops {
+        return Err(mvcc::Error::TooManyTxnOps { ops, max: max_ops }.into());
+    }
+    if t.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(mvcc::Error::EmptyKey.into());
+    }
+    for op in t.success.iter().chain(&t.failure) {
+        match &op.request {
+            Some(Request::RequestRange(r)) => {
+                if r.key.is_empty() {
+                    return Err(mvcc::Error::EmptyKey.into());
+                }
+                range_from_pb(r)?;
+            }
+            Some(Request::RequestPut(p)) => {
+                if p.key.is_empty() {
+                    return Err(mvcc::Error::EmptyKey.into());
+                }
+                if p.ignore_value && !p.value.is_empty() {
+                    return Err(mvcc::Error::ValueProvided.into());
+                }
+                if p.ignore_lease && p.lease != 0 {
+                    return Err(mvcc::Error::LeaseProvided.into());
+                }
+            }
+            Some(Request::RequestDeleteRange(d)) => {
+                if d.key.is_empty() {
+                    return Err(mvcc::Error::EmptyKey.into());
+                }
+            }
+            Some(Request::RequestTxn(n)) => check_txn(n, max_ops - ops)?,
+            None => return Err(mvcc::Error::KeyNotFound.into()),
+        }
+    }
+    Ok(())
+}
+
 /// The engine's txn request.
 ///
 /// # Errors
@@ -196,12 +272,13 @@ pub fn txn_from_pb(t: &pb::TxnRequest) -> Result<mvcc::TxnRequest, ServerError> 
     })
 }
 
-/// A protobuf txn response. Nested txn responses carry no header, as in etcd.
+/// A protobuf txn response. Nested txn responses carry an empty (but present) header, as in
+/// etcd (`newTxnResp` sets `Header: &pb.ResponseHeader{}`; the gateway shows `"header":{}`).
 pub fn txn_to_pb(r: mvcc::TxnResponse, nested: bool) -> pb::TxnResponse {
     use pb::response_op::Response;
     pb::TxnResponse {
         header: if nested {
-            None
+            Some(pb::ResponseHeader::default())
         } else {
             revision_header(r.revision)
         },

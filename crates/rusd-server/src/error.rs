@@ -51,6 +51,35 @@ pub enum ServerError {
     /// Authentication is not enabled (rusd has no auth yet).
     #[error("authentication is not enabled")]
     AuthNotEnabled,
+    /// MemberPromote of a member that is not a learner.
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    /// AuthEnable without a `root` user.
+    #[error("root user does not exist")]
+    RootUserNotExist,
+    /// An auth user that does not exist.
+    #[error("user name not found")]
+    UserNotFound,
+    /// An auth role that does not exist.
+    #[error("role name not found")]
+    RoleNotFound,
+    /// Election: nobody holds the election (etcd's `concurrency.ErrElectionNoLeader`).
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// Election: the leader key no longer leads (etcd's `concurrency.ErrElectionNotLeader`).
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// Proclaim or Resign without a leader key (etcd's `v3election.ErrMissingLeaderKey`).
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
+    /// A Lock or Campaign lost its watch while waiting for a key to be deleted.
+    #[error("lost watcher waiting for delete")]
+    LostWatcher,
+    /// An error of a KV or lease step inside a Lock or Election call. etcd's lock and election
+    /// servers reach the store through an in-process client that hands errors back as plain
+    /// errors: the caller sees the same text with code Unknown.
+    #[error("{0}")]
+    ViaClient(Box<ServerError>),
     /// A feature rusd does not have yet.
     #[error("{0}")]
     Unsupported(String),

@@ -15,6 +15,7 @@
 //! | [`lease`] | lease deadlines and expiry |
 //! | [`alarm`], [`quota`] | alarms and the space quota |
 //! | [`convert`] | protobuf <-> engine types |
+//! | [`etcd_compat`] | etcd's bolt layout for the server's buckets; importing an etcd data dir |
 //! | [`membership`], [`ids`] | etcd-compatible member, cluster and lease ids |
 //! | [`metrics`] | Prometheus metrics |
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod context;
 pub mod convert;
 pub mod error;
+pub mod etcd_compat;
 pub mod gateway;
 pub mod grpc;
 pub mod ids;

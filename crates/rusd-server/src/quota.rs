@@ -55,7 +55,11 @@ pub async fn check_space(ctx: &Ctx, cost: u64) -> Result<(), ServerError> {
     let Some(quota) = ctx.config.quota_bytes() else {
         return Ok(());
     };
-    if ctx.store.size() + cost <= quota {
+    // The logical size (keys and values), not the file size: it drops as soon as a compaction
+    // is committed, so recovering from NOSPACE needs no defragment, and redb's preallocated
+    // pages do not count against small quotas.
+    let used = ctx.store.size_in_use().unwrap_or_else(|_| ctx.store.size());
+    if used + cost <= quota {
         return Ok(());
     }
     let raise = pb::AlarmRequest {

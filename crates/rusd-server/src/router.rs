@@ -17,12 +17,49 @@ pub fn router(ctx: Arc<Ctx>) -> axum::Router {
             .max_decoding_message_size(limit)
             .max_encoding_message_size(usize::MAX),
     );
-    // slot: watch
-    // slot: lease
-    // slot: maintenance
-    // slot: cluster
-    // slot: auth
-    // slot: lock-election
+    routes = routes.add_service(
+        pb::watch_server::WatchServer::new(crate::grpc::watch::WatchService::new(ctx.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX),
+    );
+    routes = routes.add_service(
+        pb::lease_server::LeaseServer::new(crate::grpc::lease::LeaseService::new(ctx.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX),
+    );
+    routes = routes.add_service(
+        pb::maintenance_server::MaintenanceServer::new(
+            crate::grpc::maintenance::MaintenanceService::new(ctx.clone()),
+        )
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX),
+    );
+    routes = routes.add_service(
+        pb::cluster_server::ClusterServer::new(crate::grpc::cluster::ClusterService::new(
+            ctx.clone(),
+        ))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX),
+    );
+    routes = routes.add_service(
+        pb::auth_server::AuthServer::new(crate::grpc::auth::AuthService::new(ctx.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX),
+    );
+    routes = routes.add_service(
+        rusd_proto::v3lockpb::lock_server::LockServer::new(crate::grpc::lock::LockService::new(
+            ctx.clone(),
+        ))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX),
+    );
+    routes = routes.add_service(
+        rusd_proto::v3electionpb::election_server::ElectionServer::new(
+            crate::grpc::election::ElectionService::new(ctx.clone()),
+        )
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX),
+    );
     routes
         .prepare()
         .into_axum_router()

@@ -66,6 +66,8 @@ impl Server {
                 config.data_dir.display()
             ))
         })?;
+        // An etcd database in place of the engine's file is converted first.
+        crate::etcd_compat::prepare_data_dir(&config)?;
         let mut store_config = StoreConfig::new(config.db_path());
         store_config.backend.cache_size = config.backend_cache_bytes;
         store_config.max_txn_ops = config.max_txn_ops;
@@ -234,27 +236,57 @@ fn lessor_refresh(ctx: &Ctx) {
 }
 
 /// Revokes expired leases through the log, on the leader only.
+///
+/// Revokes go out concurrently (etcd revokes each expired lease in its own goroutine) and at
+/// most [`EXPIRE_BATCH`] per round; a lease whose revoke failed is retried after
+/// [`EXPIRE_RETRY`] (etcd's `expiredLeaseRetryInterval`). A lease revoked by a client while its
+/// expiry revoke is in flight makes that revoke fail with "lease not found", which is fine.
 async fn expire_leases(ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use futures::StreamExt;
     let mut was_leader = false;
+    let mut retry_at: std::collections::HashMap<rusd_mvcc::LeaseId, tokio::time::Instant> =
+        std::collections::HashMap::new();
     loop {
         let is_leader = ctx.leader() == Some(ctx.member_id);
         if is_leader && !was_leader {
             // A new leader gives every lease a full TTL (etcd's behaviour without checkpoints).
             ctx.lessor.refresh_all();
+            retry_at.clear();
         }
         was_leader = is_leader;
         let mut wait = Duration::from_millis(500);
         if is_leader {
-            let (expired, next) = ctx.lessor.expired(1000);
-            for id in expired {
-                let revoke = rusd_proto::etcdserverpb::LeaseRevokeRequest { id: id.0 };
-                match ctx.propose(Op::LeaseRevoke(revoke)).await {
+            let now = tokio::time::Instant::now();
+            retry_at.retain(|_, at| *at > now);
+            let (expired, next) = ctx.lessor.expired(EXPIRE_BATCH + retry_at.len());
+            let due: Vec<_> = expired
+                .into_iter()
+                .filter(|id| !retry_at.contains_key(id))
+                .take(EXPIRE_BATCH)
+                .collect();
+            let revokes = futures::stream::iter(due)
+                .map(|id| {
+                    let ctx = ctx.clone();
+                    async move {
+                        let revoke = rusd_proto::etcdserverpb::LeaseRevokeRequest { id: id.0 };
+                        (id, ctx.propose(Op::LeaseRevoke(revoke)).await)
+                    }
+                })
+                .buffer_unordered(64)
+                .collect::<Vec<_>>();
+            let results = tokio::select! {
+                results = revokes => results,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            for (id, result) in results {
+                match result {
                     Ok(_) => tracing::debug!(lease = %id, "expired lease revoked"),
                     Err(crate::error::ServerError::Mvcc(rusd_mvcc::Error::LeaseNotFound(_))) => {
                         ctx.lessor.revoked(id)
                     }
                     Err(e) => {
-                        tracing::warn!(lease = %id, error = %e, "revoking an expired lease failed")
+                        tracing::warn!(lease = %id, error = %e, "revoking an expired lease failed");
+                        retry_at.insert(id, tokio::time::Instant::now() + EXPIRE_RETRY);
                     }
                 }
             }
@@ -269,3 +301,8 @@ async fn expire_leases(ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<boo
         }
     }
 }
+
+/// At most this many expired leases are revoked per round (etcd: 1000 revocations/s).
+const EXPIRE_BATCH: usize = 500;
+/// A failed expiry revoke is retried after this long (etcd's `expiredLeaseRetryInterval`).
+const EXPIRE_RETRY: Duration = Duration::from_secs(3);

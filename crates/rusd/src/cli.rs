@@ -57,7 +57,7 @@ pub struct ServeFlags {
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     pub name: String,
-    /// Path to the data directory (default: "<name>.rusd").
+    /// Path to the data directory (default: `<name>.rusd`).
     #[arg(long, env = "ETCD_DATA_DIR")]
     pub data_dir: Option<String>,
     /// Path to a dedicated WAL directory (rusd keeps its log under the data directory; accepted
@@ -174,6 +174,15 @@ pub struct ServeFlags {
     /// Accepted and ignored.
     #[arg(long, env = "ETCD_INITIAL_ELECTION_TICK_ADVANCE", num_args = 0..=1, default_missing_value = "true")]
     pub initial_election_tick_advance: Option<bool>,
+    /// Check data against peers before serving (a single member has none; accepted).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1, default_missing_value = "true")]
+    pub experimental_initial_corrupt_check: Option<bool>,
+    /// Periodic corruption check interval (accepted; single member).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME")]
+    pub experimental_corrupt_check_time: Option<String>,
+    /// gRPC concurrent streams per connection (accepted; tonic's default is unbounded).
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u64>,
     /// Metrics detail (`basic` or `extensive`; accepted).
     #[arg(long, env = "ETCD_METRICS", default_value = "basic")]
     pub metrics: String,
@@ -203,24 +212,30 @@ pub struct UnsupportedFlags {
     /// TLS: automatic certificates (not supported yet).
     #[arg(long, env = "ETCD_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
     pub auto_tls: Option<bool>,
-    /// Peer TLS: certificate (not supported yet).
+    /// Peer TLS: certificate (ignored with a warning: a single member has no peers).
     #[arg(long, env = "ETCD_PEER_CERT_FILE")]
     pub peer_cert_file: Option<String>,
-    /// Peer TLS: key (not supported yet).
+    /// Peer TLS: key (ignored with a warning).
     #[arg(long, env = "ETCD_PEER_KEY_FILE")]
     pub peer_key_file: Option<String>,
-    /// Peer TLS: trusted CA (not supported yet).
+    /// Peer TLS: trusted CA (ignored with a warning).
     #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
     pub peer_trusted_ca_file: Option<String>,
-    /// Peer TLS: client certificate auth (not supported yet).
+    /// Peer TLS: client certificate auth (ignored with a warning).
     #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub peer_client_cert_auth: Option<bool>,
-    /// Peer TLS: automatic certificates (not supported yet).
+    /// Peer TLS: automatic certificates (ignored with a warning).
     #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
     pub peer_auto_tls: Option<bool>,
     /// Start a new cluster from this member's data (not supported yet).
     #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", num_args = 0..=1, default_missing_value = "true")]
     pub force_new_cluster: Option<bool>,
+    /// TLS: certificate revocation list (not supported yet).
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<String>,
+    /// TLS: cipher suites (not supported yet).
+    #[arg(long, env = "ETCD_CIPHER_SUITES")]
+    pub cipher_suites: Option<String>,
     /// Separate metrics listener (not supported yet; /metrics is on the client port).
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,

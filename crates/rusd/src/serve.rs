@@ -10,14 +10,18 @@ use rusd_server::{Server, ServerConfig};
 
 use crate::cli::ServeFlags;
 
-/// Parses `http://host:port[,http://...]` into socket addresses.
-fn listen_addrs(urls: &str, flag: &str) -> anyhow::Result<Vec<SocketAddr>> {
+/// Parses `http://host:port[,http://...]` into socket addresses (`https` only where
+/// `allow_tls`: peer URLs, which a single member never serves).
+fn listen_addrs(urls: &str, flag: &str, allow_tls: bool) -> anyhow::Result<Vec<SocketAddr>> {
     let mut out = Vec::new();
     for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
         let rest = if let Some(rest) = url.strip_prefix("http://") {
             rest
-        } else if url.starts_with("https://") {
-            bail!("--{flag} {url}: TLS is not supported yet");
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            if !allow_tls {
+                bail!("--{flag} {url}: TLS is not supported yet");
+            }
+            rest
         } else if url.starts_with("unix://") || url.starts_with("unixs://") {
             bail!("--{flag} {url}: unix sockets are not supported yet");
         } else {
@@ -111,6 +115,24 @@ fn auto_compaction(mode: &str, retention: &str) -> anyhow::Result<AutoCompaction
     }
 }
 
+/// A single member sends no peer traffic, so peer TLS settings change nothing yet; say so.
+fn warn_ignored(flags: &ServeFlags) {
+    let u = &flags.unsupported;
+    if u.peer_cert_file.is_some()
+        || u.peer_key_file.is_some()
+        || u.peer_trusted_ca_file.is_some()
+        || u.peer_client_cert_auth == Some(true)
+        || u.peer_auto_tls == Some(true)
+    {
+        tracing::warn!("peer TLS flags are ignored: a single member has no peer traffic (clusters arrive with issue #5)");
+    }
+    if flags.experimental_initial_corrupt_check == Some(true) {
+        tracing::info!(
+            "--experimental-initial-corrupt-check: a single member has no peer to compare with"
+        );
+    }
+}
+
 fn reject_unsupported(flags: &ServeFlags) -> anyhow::Result<()> {
     let u = &flags.unsupported;
     let set = |name: &str, present: bool| -> anyhow::Result<()> {
@@ -126,14 +148,8 @@ fn reject_unsupported(flags: &ServeFlags) -> anyhow::Result<()> {
     set("trusted-ca-file", u.trusted_ca_file.is_some())?;
     set("client-cert-auth", u.client_cert_auth == Some(true))?;
     set("auto-tls", u.auto_tls == Some(true))?;
-    set("peer-cert-file", u.peer_cert_file.is_some())?;
-    set("peer-key-file", u.peer_key_file.is_some())?;
-    set("peer-trusted-ca-file", u.peer_trusted_ca_file.is_some())?;
-    set(
-        "peer-client-cert-auth",
-        u.peer_client_cert_auth == Some(true),
-    )?;
-    set("peer-auto-tls", u.peer_auto_tls == Some(true))?;
+    set("client-crl-file", u.client_crl_file.is_some())?;
+    set("cipher-suites", u.cipher_suites.is_some())?;
     set("force-new-cluster", u.force_new_cluster == Some(true))?;
     set("listen-metrics-urls", u.listen_metrics_urls.is_some())?;
     set("enable-v2", flags.enable_v2 == Some(true))?;
@@ -178,9 +194,9 @@ pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
                 .clone()
                 .unwrap_or_else(|| format!("{}.rusd", flags.name)),
         ),
-        listen_client: listen_addrs(&flags.listen_client_urls, "listen-client-urls")?,
+        listen_client: listen_addrs(&flags.listen_client_urls, "listen-client-urls", false)?,
         advertise_client_urls: urls(&flags.advertise_client_urls),
-        listen_peer: listen_addrs(&flags.listen_peer_urls, "listen-peer-urls")?,
+        listen_peer: listen_addrs(&flags.listen_peer_urls, "listen-peer-urls", true)?,
         advertise_peer_urls: urls(&flags.initial_advertise_peer_urls),
         initial_cluster,
         initial_cluster_token: flags.initial_cluster_token.clone(),
@@ -241,6 +257,7 @@ pub fn run(flags: ServeFlags) -> anyhow::Result<()> {
     if flags.enable_pprof == Some(true) {
         tracing::warn!("--enable-pprof is a Go feature; ignored");
     }
+    warn_ignored(&flags);
     if flags.wal_dir.is_some() {
         tracing::warn!("--wal-dir is ignored; rusd keeps its log under --data-dir");
     }
@@ -313,10 +330,12 @@ mod tests {
 
     #[test]
     fn urls_parse_and_tls_is_refused() {
-        let addrs = listen_addrs("http://127.0.0.1:2379,http://localhost:22379", "x").unwrap();
+        let addrs =
+            listen_addrs("http://127.0.0.1:2379,http://localhost:22379", "x", false).unwrap();
         assert_eq!(addrs[0], "127.0.0.1:2379".parse().unwrap());
         assert!(addrs[1].is_ipv4());
-        assert!(listen_addrs("https://127.0.0.1:2379", "x").is_err());
-        assert!(listen_addrs("", "x").is_err());
+        assert!(listen_addrs("https://127.0.0.1:2379", "x", false).is_err());
+        assert!(listen_addrs("https://127.0.0.1:2380", "x", true).is_ok());
+        assert!(listen_addrs("", "x", false).is_err());
     }
 }

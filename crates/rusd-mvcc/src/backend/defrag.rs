@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use redb::{Durability, ReadableDatabase, ReadableTable};
 
-use super::{open_database, write_overlays, Backend, Snapshot, Table, View};
+use super::{open_database, write_overlays, Backend, LiveBytes, Snapshot, Table, View};
 use crate::error::Result;
 
 /// Entries copied per transaction.
@@ -37,6 +37,8 @@ impl Backend {
     /// Fails on a backend or file error; the old file then stays in use.
     pub fn defragment(&self) -> Result<()> {
         let inner = &self.inner;
+        // One defragment at a time; a second caller waits and then defragments again.
+        let _defrag = inner.defrag.lock();
         inner.check_writable()?;
         inner.commit_now()?;
         let (source, read) = {
@@ -85,7 +87,12 @@ impl Backend {
             }
         };
         // Commits made while copying, then one durable commit that also covers the copy.
-        write_overlays(&target, &log, Durability::Immediate)?;
+        write_overlays(
+            &target,
+            &log,
+            Durability::Immediate,
+            LiveBytes::Set(inner.live_bytes.load(std::sync::atomic::Ordering::Acquire)),
+        )?;
         std::fs::rename(&tmp, &inner.config.path)?;
         if let Some(dir) = inner.config.path.parent() {
             if let Ok(d) = std::fs::File::open(dir) {

@@ -21,6 +21,7 @@ mod snapshot;
 mod table;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -159,8 +160,13 @@ struct Inner {
     /// Serialises commits, and the final step of a defragment. Holds the commits recorded
     /// while a defragment copies (`Some` only then).
     commit: Mutex<Option<Vec<Arc<RwLock<Overlay>>>>>,
+    /// Held for a whole defragment: two at once would share the temporary file and the
+    /// commit log. Lock order: `defrag` before `commit`.
+    defrag: Mutex<()>,
     signal: Mutex<Signal>,
     wake: Condvar,
+    /// Logical size of the committed data, see [`Backend::size_in_use`].
+    live_bytes: AtomicU64,
     /// First fatal I/O failure; every later write fails with it.
     poisoned: Mutex<Option<String>>,
 }
@@ -185,6 +191,7 @@ impl Backend {
         // A defragment that crashed before its rename leaves a partial copy behind.
         let _ = std::fs::remove_file(defrag::temp_path(&config.path));
         let db = Arc::new(open_database(&config.path, config.cache_size)?);
+        let live_bytes = AtomicU64::new(load_live_bytes(&db)?);
         let snapshot = Arc::new(Snapshot::new(&db)?);
         let inner = Arc::new(Inner {
             view: ArcSwap::from_pointee(View {
@@ -196,9 +203,11 @@ impl Backend {
             config,
             writer: Mutex::new(()),
             commit: Mutex::new(None),
+            defrag: Mutex::new(()),
             signal: Mutex::new(Signal::default()),
             wake: Condvar::new(),
             poisoned: Mutex::new(None),
+            live_bytes,
         });
         let worker = inner.clone();
         let committer = std::thread::Builder::new()
@@ -234,8 +243,8 @@ impl Backend {
         let ops = batch.ops.len();
         for op in batch.ops {
             match op {
-                WriteOp::Put(table, key, value) => active.put(table, &key, value),
-                WriteOp::Delete(table, key) => active.delete(table, &key),
+                WriteOp::Put(table, key, value) => active.put(table, key, value),
+                WriteOp::Delete(table, key) => active.delete(table, key),
             }
         }
         let added = active.bytes() - before;
@@ -265,21 +274,20 @@ impl Backend {
             .unwrap_or(0)
     }
 
-    /// Bytes of live data in the file: keys, values and tree metadata (the rest is free or
-    /// fragmented space that a defragment returns).
+    /// Logical size: the bytes of every key and value committed to the file (the rest of the
+    /// file is page overhead and free space). Exact, and cheap: each commit updates it from what
+    /// redb reports inserting and removing, and persists it with the data. It drops as soon as a
+    /// compaction's deletions are committed, without a defragment. Writes not yet committed are
+    /// included with an estimate (their bytes plus a small per-entry overhead); after a flush
+    /// the value is exact.
     ///
     /// # Errors
-    /// Fails on a backend error.
+    /// None today; kept fallible for backends that would have to compute it.
     pub fn size_in_use(&self) -> Result<u64> {
-        let _commit = self.inner.commit.lock();
-        let db = self.inner.db.load_full();
-        let txn = db.begin_write()?;
-        let stats = txn.stats()?;
-        // Live keys and values plus the trees' own metadata. Pages that commits freed are
-        // returned to redb only once no reader needs them, so page counts lag behind.
-        let in_use = stats.stored_bytes() + stats.metadata_bytes();
-        txn.abort()?;
-        Ok(in_use)
+        // Writes not committed yet count with their overlay estimate, so that a burst of writes
+        // between two commits is seen by quota checks.
+        let pending = self.inner.signal.lock().pending_bytes as u64;
+        Ok(self.inner.live_bytes.load(Ordering::Acquire) + pending)
     }
 
     /// Stops the committer, commits what is pending and closes the file.
@@ -394,8 +402,13 @@ impl Inner {
             frozen
         };
         let db = self.db.load_full();
-        let result =
-            write_overlays(&db, &frozen, Durability::Immediate).and_then(|()| Snapshot::new(&db));
+        let result = write_overlays(
+            &db,
+            &frozen,
+            Durability::Immediate,
+            LiveBytes::Track(&self.live_bytes),
+        )
+        .and_then(|()| Snapshot::new(&db));
         let snapshot = match result {
             Ok(snapshot) => Arc::new(snapshot),
             Err(e) => {
@@ -426,14 +439,29 @@ impl Inner {
     }
 }
 
-/// Writes overlays (oldest first) into `db` in one redb transaction.
+/// The meta key under which the logical size is kept with the data (big-endian u64).
+pub(crate) const LIVE_BYTES_KEY: &[u8] = b"rusd/live_bytes";
+
+/// How a commit treats the logical size counter.
+pub(crate) enum LiveBytes<'a> {
+    /// Add this commit's change to the counter and persist the result with it.
+    Track(&'a AtomicU64),
+    /// Persist this value (a defragment's copy: the changes were counted already).
+    Set(u64),
+}
+
+/// Writes overlays (oldest first) into `db` in one redb transaction, keeping the logical size
+/// (bytes of keys and values of every table) exact: redb hands back the value an insert
+/// replaces or a remove deletes, so the change costs nothing extra.
 fn write_overlays(
     db: &Database,
     overlays: &[Arc<RwLock<Overlay>>],
     durability: Durability,
+    live: LiveBytes<'_>,
 ) -> Result<()> {
     let mut txn = db.begin_write()?;
     txn.set_durability(durability)?;
+    let mut delta: i64 = 0;
     for table in Table::ALL {
         let mut t = txn.open_table(table.definition())?;
         for overlay in overlays {
@@ -441,15 +469,57 @@ fn write_overlays(
             for (key, value) in overlay.entries(table) {
                 match value {
                     Some(v) => {
-                        t.insert(key, &**v)?;
+                        if let Some(old) = t.insert(key, &**v)? {
+                            delta -= (key.len() + old.value().len()) as i64;
+                        }
+                        delta += (key.len() + v.len()) as i64;
                     }
                     None => {
-                        t.remove(key)?;
+                        if let Some(old) = t.remove(key)? {
+                            delta -= (key.len() + old.value().len()) as i64;
+                        }
                     }
                 }
             }
         }
     }
+    let total = match &live {
+        LiveBytes::Track(counter) => (counter.load(Ordering::Acquire) as i64)
+            .saturating_add(delta)
+            .max(0) as u64,
+        LiveBytes::Set(value) => *value,
+    };
+    {
+        let mut meta = txn.open_table(Table::Meta.definition())?;
+        meta.insert(LIVE_BYTES_KEY, &total.to_be_bytes()[..])?;
+    }
     txn.commit()?;
+    if let LiveBytes::Track(counter) = live {
+        counter.store(total, Ordering::Release);
+    }
     Ok(())
+}
+
+/// The logical size of `db`: persisted with the data, or counted once for a file written
+/// before the counter existed.
+fn load_live_bytes(db: &Database) -> Result<u64> {
+    use redb::ReadableTable;
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(Table::Meta.definition())?;
+    if let Some(v) = meta.get(LIVE_BYTES_KEY)? {
+        if let Ok(bytes) = <[u8; 8]>::try_from(v.value()) {
+            return Ok(u64::from_be_bytes(bytes));
+        }
+    }
+    let mut total = 0u64;
+    for table in Table::ALL {
+        let t = txn.open_table(table.definition())?;
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            if !(table == Table::Meta && k.value() == LIVE_BYTES_KEY) {
+                total += (k.value().len() + v.value().len()) as u64;
+            }
+        }
+    }
+    Ok(total)
 }

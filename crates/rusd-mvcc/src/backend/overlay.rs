@@ -22,16 +22,18 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
-    pub(crate) fn put(&mut self, table: Table, key: &[u8], value: Arc<[u8]>) {
+    /// Takes the key by value: a `Vec` of exact capacity becomes the map's boxed key without
+    /// a copy (performance: one allocation less per write).
+    pub(crate) fn put(&mut self, table: Table, key: Vec<u8>, value: Arc<[u8]>) {
         self.ops += 1;
         self.bytes += key.len() + value.len() + 64;
-        self.tables[table.index()].insert(key.into(), Some(value));
+        self.tables[table.index()].insert(key.into_boxed_slice(), Some(value));
     }
 
-    pub(crate) fn delete(&mut self, table: Table, key: &[u8]) {
+    pub(crate) fn delete(&mut self, table: Table, key: Vec<u8>) {
         self.ops += 1;
         self.bytes += key.len() + 64;
-        self.tables[table.index()].insert(key.into(), None);
+        self.tables[table.index()].insert(key.into_boxed_slice(), None);
     }
 
     /// `None`: the overlay says nothing of `key`; `Some(None)`: deleted here.

@@ -6,11 +6,14 @@
 //! "RUSDSNAP" u32:format(=1)
 //! per table:  0x01 u8:name_len name  (0x02 u32:key_len key u32:value_len value)*  0x03
 //! 0x04
+//! zero bytes up to a multiple of 512 bytes
 //! sha256 of every byte before it (32 bytes)
 //! ```
 //!
-//! The trailer is etcd's convention for snapshot streams, so `etcdctl snapshot save`'s
-//! integrity check accepts the stream as it is.
+//! The trailer is etcd's convention for snapshot streams, and the padding makes the stream
+//! pass `etcdctl snapshot save`'s check that a file is "n x 512 bytes + a SHA-256" (bolt files
+//! are page-aligned), so etcdctl saves the stream as it is. Streams without the padding (written
+//! before it existed) still restore.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -27,6 +30,10 @@ const TABLE_START: u8 = 1;
 const ENTRY: u8 = 2;
 const TABLE_END: u8 = 3;
 const STREAM_END: u8 = 4;
+/// The data before the trailer is padded to a multiple of this (etcdctl's `hasChecksum`).
+const ALIGN: u64 = 512;
+/// Length of the SHA-256 trailer.
+const TRAILER: usize = 32;
 /// Entries written per redb transaction while restoring.
 const RESTORE_BATCH: usize = 10_000;
 /// Largest key or value a snapshot may carry; anything larger is corruption.
@@ -84,10 +91,29 @@ impl Backend {
             w.put(&[TABLE_END])?;
         }
         w.put(&[STREAM_END])?;
+        let pad = (ALIGN - w.written % ALIGN) % ALIGN;
+        w.put(&vec![0u8; pad as usize])?;
         let digest = w.hasher.finalize();
         w.inner.write_all(&digest)?;
         w.inner.flush()?;
-        Ok(w.written + 32)
+        Ok(w.written + TRAILER as u64)
+    }
+
+    /// A read view of the committed state only: commits pending writes, then reads one redb
+    /// read transaction. Unlike [`Backend::read`], whose active overlay keeps receiving
+    /// writes, later writes never show in it; commits hold whole batches, so it is the state
+    /// after some whole batch (used by `etcd_compat`'s export).
+    ///
+    /// # Errors
+    /// The commit or the read transaction failed.
+    pub(crate) fn read_committed(&self) -> Result<super::ReadTx> {
+        self.flush()?;
+        let db = self.inner.db.load_full();
+        Ok(super::ReadTx::new(std::sync::Arc::new(super::View {
+            snapshot: std::sync::Arc::new(super::Snapshot::new(&db)?),
+            frozen: Vec::new(),
+            active: std::sync::Arc::default(),
+        })))
     }
 
     /// Builds a new database file at `path` from a snapshot stream, verifying its checksum.
@@ -123,6 +149,7 @@ impl Backend {
 struct HashingReader<R: Read> {
     inner: R,
     hasher: Sha256,
+    read: u64,
 }
 
 impl<R: Read> HashingReader<R> {
@@ -131,6 +158,7 @@ impl<R: Read> HashingReader<R> {
             .read_exact(buf)
             .map_err(|e| Error::CorruptSnapshot(format!("truncated stream: {e}")))?;
         self.hasher.update(&*buf);
+        self.read += buf.len() as u64;
         Ok(())
     }
 
@@ -161,6 +189,7 @@ fn restore_into<R: Read>(input: R, path: &Path, cache_size: usize) -> Result<()>
     let mut r = HashingReader {
         inner: input,
         hasher: Sha256::new(),
+        read: 0,
     };
     let mut magic = [0u8; 8];
     r.exact(&mut magic)?;
@@ -206,11 +235,23 @@ fn restore_into<R: Read>(input: R, path: &Path, cache_size: usize) -> Result<()>
             other => return Err(Error::CorruptSnapshot(format!("unexpected tag {other}"))),
         }
     }
+    // Zero padding to the alignment (absent in older streams), then the checksum.
+    let mut rest = Vec::with_capacity(ALIGN as usize + TRAILER);
+    (&mut r.inner)
+        .take(2 * ALIGN + TRAILER as u64)
+        .read_to_end(&mut rest)?;
+    if rest.len() < TRAILER {
+        return Err(Error::CorruptSnapshot("missing checksum".into()));
+    }
+    let (pad, trailer) = rest.split_at(rest.len() - TRAILER);
+    let aligned = (r.read + pad.len() as u64).is_multiple_of(ALIGN);
+    if !pad.is_empty() && (!aligned || pad.len() as u64 >= ALIGN || pad.iter().any(|&b| b != 0)) {
+        return Err(Error::CorruptSnapshot(
+            "bad padding before the checksum".into(),
+        ));
+    }
+    r.hasher.update(pad);
     let expected = r.hasher.finalize();
-    let mut trailer = [0u8; 32];
-    r.inner
-        .read_exact(&mut trailer)
-        .map_err(|e| Error::CorruptSnapshot(format!("missing checksum: {e}")))?;
     if trailer[..] != expected[..] {
         return Err(Error::CorruptSnapshot("sha256 checksum mismatch".into()));
     }
@@ -237,4 +278,44 @@ fn write_batch(
     }
     txn.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendConfig;
+
+    fn backend(dir: &Path) -> Backend {
+        Backend::open(BackendConfig::new(dir.join("db"))).expect("open")
+    }
+
+    /// etcdctl's `snapshot save` accepts a stream only if its length is n x 512 + 32.
+    #[test]
+    fn streams_are_aligned_for_etcdctl_and_unpadded_ones_still_restore() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = backend(dir.path());
+        let mut stream = Vec::new();
+        let written = b.snapshot_to(&mut stream).expect("snapshot");
+        assert_eq!(written as usize, stream.len());
+        assert_eq!(stream.len() as u64 % ALIGN, TRAILER as u64);
+        Backend::restore(&stream[..], &dir.path().join("a"), 1 << 20).expect("restore");
+
+        // The same data without the padding, as written before it existed.
+        let body = &stream[..stream.len() - TRAILER];
+        let end = body.iter().rposition(|&b| b != 0).expect("end tag") + 1;
+        assert_eq!(stream[end - 1], STREAM_END);
+        assert!(end < body.len(), "this stream needs padding");
+        let mut old = stream[..end].to_vec();
+        old.extend_from_slice(&Sha256::digest(&old));
+        Backend::restore(&old[..], &dir.path().join("b"), 1 << 20).expect("restore old");
+
+        // Non-zero padding is corruption.
+        let mut bad = stream.clone();
+        bad[end] = 1;
+        let body = bad.len() - TRAILER;
+        let sha = Sha256::digest(&bad[..body]);
+        bad[body..].copy_from_slice(&sha);
+        let err = Backend::restore(&bad[..], &dir.path().join("c"), 1 << 20).unwrap_err();
+        assert!(matches!(err, Error::CorruptSnapshot(_)), "{err}");
+    }
 }

@@ -83,6 +83,10 @@ pub(crate) fn alloc_bytes(n: usize) -> usize {
 struct Chunk {
     /// Sorted by key; never empty while the chunk is in the index; capacity at most the cap.
     entries: Vec<KeyHistory>,
+    /// `fps[i] == fingerprint(entries[i].key())`. Performance: a point lookup scans these 1 KiB
+    /// (vectorized) and reads one key to confirm, instead of a search whose every probe chases
+    /// an entry and then its key's allocation (about 24 probes, ~3x slower). 4 bytes per key.
+    fps: Vec<u32>,
     /// How many entries are live at the newest revision.
     live: usize,
     /// A copy of the first entry's key. Binary search over chunks reads it from here rather
@@ -95,10 +99,14 @@ impl Chunk {
     fn new(entries: impl IntoIterator<Item = KeyHistory>, capacity: usize) -> Self {
         let mut chunk = Self {
             entries: Vec::with_capacity(capacity),
+            fps: Vec::with_capacity(capacity),
             live: 0,
             first: Box::default(),
         };
         chunk.entries.extend(entries);
+        chunk
+            .fps
+            .extend(chunk.entries.iter().map(|e| fingerprint(e.key())));
         chunk.live = chunk.entries.iter().filter(|e| e.is_live()).count();
         chunk.sync_first();
         chunk
@@ -106,6 +114,49 @@ impl Chunk {
 
     fn first_key(&self) -> &[u8] {
         &self.first
+    }
+
+    /// Position of `key` (whose fingerprint is `fp`), if the chunk holds it.
+    fn find(&self, key: &[u8], fp: u32) -> Option<usize> {
+        const BLOCK: usize = 16;
+        for (b, block) in self.fps.chunks(BLOCK).enumerate() {
+            // No early exit inside a block, so the comparison vectorizes.
+            if !block.iter().fold(false, |hit, &f| hit | (f == fp)) {
+                continue;
+            }
+            for (i, &f) in block.iter().enumerate() {
+                let idx = b * BLOCK + i;
+                if f == fp && self.entries[idx].key() == key {
+                    return Some(idx);
+                }
+            }
+        }
+        None
+    }
+
+    /// Moves the entries from `at` on into a new chunk of capacity `capacity`.
+    fn split_off(&mut self, at: usize, capacity: usize) -> Chunk {
+        let mut right = Chunk {
+            entries: Vec::with_capacity(capacity),
+            fps: Vec::with_capacity(capacity),
+            live: 0,
+            first: Box::default(),
+        };
+        right.entries.extend(self.entries.drain(at..));
+        right.fps.extend(self.fps.drain(at..));
+        right.live = right.entries.iter().filter(|e| e.is_live()).count();
+        self.live -= right.live;
+        right.sync_first();
+        right
+    }
+
+    /// Appends every entry of `next` (whose keys all follow this chunk's).
+    fn append(&mut self, next: Chunk, cap: usize) {
+        self.reserve(next.entries.len(), cap);
+        self.entries.extend(next.entries);
+        self.fps.extend(next.fps);
+        self.live += next.live;
+        self.sync_first();
     }
 
     /// Refreshes `first` after the first entry may have changed.
@@ -122,12 +173,14 @@ impl Chunk {
         if need > self.entries.capacity() {
             let target = (self.entries.capacity() * 2).clamp(need, cap.max(need));
             self.entries.reserve_exact(target - self.entries.len());
+            self.fps.reserve_exact(target - self.fps.len());
         }
     }
 
     fn insert(&mut self, idx: usize, entry: KeyHistory, cap: usize) {
         self.reserve(1, cap);
         self.live += usize::from(entry.is_live());
+        self.fps.insert(idx, fingerprint(entry.key()));
         self.entries.insert(idx, entry);
         if idx == 0 {
             self.sync_first();
@@ -136,6 +189,7 @@ impl Chunk {
 
     fn remove(&mut self, idx: usize) -> KeyHistory {
         let entry = self.entries.remove(idx);
+        self.fps.remove(idx);
         self.live -= usize::from(entry.is_live());
         if idx == 0 {
             self.sync_first();
@@ -166,6 +220,7 @@ impl Chunk {
         let before = (self.entries.len(), self.live);
         let mut idx = 0;
         let mut live = self.live;
+        let mut removed = Vec::new();
         self.entries.retain_mut(|entry| {
             let visit = (lo..hi).contains(&idx);
             idx += 1;
@@ -176,12 +231,62 @@ impl Chunk {
             entry.compact(at_main, dropped);
             let keep = !entry.is_empty();
             live = live - usize::from(was_live) + usize::from(keep && entry.is_live());
+            if !keep {
+                removed.push(idx - 1);
+            }
             keep
         });
+        if !removed.is_empty() {
+            let mut idx = 0;
+            let mut gone = removed.into_iter().peekable();
+            self.fps.retain(|_| {
+                let keep = gone.next_if_eq(&idx).is_none();
+                idx += 1;
+                keep
+            });
+        }
         self.live = live;
         self.sync_first();
         (before.0 - self.entries.len(), before.1 - self.live)
     }
+}
+
+/// A key's fingerprint for [`Chunk::find`] (FxHash over 8-byte words; any hash would do).
+fn fingerprint(key: &[u8]) -> u32 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = key.len() as u64;
+    let mut words = key.chunks_exact(8);
+    for w in words.by_ref() {
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w.try_into().unwrap_or_default()))
+            .wrapping_mul(K);
+    }
+    let mut tail = [0u8; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    h = (h.rotate_left(5) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    (h >> 32) as u32
+}
+
+/// Byte-wise order of two keys, as `<[u8]>::cmp`.
+///
+/// Performance: compares eight bytes at a time inline; the standard comparison calls `memcmp`
+/// through the PLT for every probe, which was a quarter of a get's time.
+#[inline]
+fn cmp_keys(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    let (mut a8, mut b8) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    for (x, y) in a8.by_ref().zip(b8.by_ref()) {
+        let x = u64::from_be_bytes(x.try_into().unwrap_or_default());
+        let y = u64::from_be_bytes(y.try_into().unwrap_or_default());
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    for (x, y) in a8.remainder().iter().zip(b8.remainder()) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// Searches sorted `entries` for `key`, with the contract of `slice::binary_search`.
@@ -197,7 +302,7 @@ fn search_entries(entries: &[KeyHistory], key: &[u8]) -> Result<usize, usize> {
     while hi - lo > 2 * WAYS {
         let step = (hi - lo) / WAYS;
         let pivots: [usize; WAYS - 1] = std::array::from_fn(|i| lo + (i + 1) * step);
-        let ord = pivots.map(|p| entries[p].key().cmp(key));
+        let ord = pivots.map(|p| cmp_keys(entries[p].key(), key));
         let below = ord.iter().filter(|o| o.is_lt()).count();
         if ord.get(below).is_some_and(|o| o.is_eq()) {
             return Ok(pivots[below]);
@@ -209,7 +314,11 @@ fn search_entries(entries: &[KeyHistory], key: &[u8]) -> Result<usize, usize> {
             hi = pivots[below];
         }
     }
-    let idx = lo + entries[lo..hi].iter().filter(|e| e.key() < key).count();
+    let idx = lo
+        + entries[lo..hi]
+            .iter()
+            .filter(|e| cmp_keys(e.key(), key).is_lt())
+            .count();
     match entries.get(idx) {
         Some(e) if idx < hi && e.key() == key => Ok(idx),
         _ => Err(idx),
@@ -375,8 +484,8 @@ impl KeyIndex {
 
     /// The full history of `key`, if the index tracks it.
     pub fn history(&self, key: &[u8]) -> Option<&KeyHistory> {
-        let pos = self.search(key).ok()?;
-        Some(&self.chunks[pos.chunk].entries[pos.idx])
+        let chunk = &self.chunks[self.chunk_for(key)?];
+        Some(&chunk.entries[chunk.find(key, fingerprint(key))?])
     }
 
     /// Revisions held for `key` over all its generations (0 if unknown).
@@ -640,6 +749,7 @@ impl KeyIndex {
             .iter()
             .map(|c| {
                 alloc_bytes(c.entries.capacity() * size_of::<KeyHistory>())
+                    + alloc_bytes(c.fps.capacity() * size_of::<u32>())
                     + c.entries.iter().map(KeyHistory::heap_bytes).sum::<usize>()
             })
             .sum();
@@ -669,6 +779,15 @@ impl KeyIndex {
                 "key index: chunk {ci} first key"
             );
             assert_eq!(chunk.live, chunk_live, "key index: chunk {ci} live count");
+            assert!(
+                chunk.fps.len() == chunk.entries.len()
+                    && chunk
+                        .entries
+                        .iter()
+                        .zip(&chunk.fps)
+                        .all(|(e, &fp)| fp == fingerprint(e.key())),
+                "key index: chunk {ci} fingerprints"
+            );
             for entry in &chunk.entries {
                 assert!(
                     prev.is_none_or(|p| p < entry.key()),
@@ -690,16 +809,30 @@ impl KeyIndex {
     /// Where `key` is (`Ok`) or would be inserted (`Err`): in the last chunk whose first key
     /// is `<= key`, or the first chunk.
     fn search(&self, key: &[u8]) -> Result<Pos, Pos> {
-        if self.chunks.is_empty() {
+        let Some(chunk) = self.chunk_for(key) else {
             return Err(Pos { chunk: 0, idx: 0 });
+        };
+        // Performance: a key the index holds (an overwrite, a delete, a range starting at a
+        // key) is found by fingerprint; only a new key pays for the ordered search.
+        if let Some(idx) = self.chunks[chunk].find(key, fingerprint(key)) {
+            return Ok(Pos { chunk, idx });
         }
-        let chunk = self
-            .chunks
-            .partition_point(|c| c.first_key() <= key)
-            .saturating_sub(1);
         search_entries(&self.chunks[chunk].entries, key)
             .map(|idx| Pos { chunk, idx })
             .map_err(|idx| Pos { chunk, idx })
+    }
+
+    /// The chunk that holds `key` if the index does: the last one whose first key is `<= key`,
+    /// or the first one. `None` if there is no chunk.
+    fn chunk_for(&self, key: &[u8]) -> Option<usize> {
+        if self.chunks.is_empty() {
+            return None;
+        }
+        Some(
+            self.chunks
+                .partition_point(|c| cmp_keys(c.first_key(), key).is_le())
+                .saturating_sub(1),
+        )
     }
 
     /// The place before the first key `>= key`.
@@ -790,8 +923,12 @@ impl KeyIndex {
             if next_has_room {
                 self.chunks[ci + 1].insert(0, entry, cap);
             } else {
-                let chunk = Chunk::new([entry], NEW_CHUNK_CAP.min(cap));
-                self.chunks.insert(ci + 1, chunk);
+                // Performance: a chunk started after the last key is where keys appended in
+                // order go, and it will fill: allocate it full size at once rather than
+                // growing it through six reallocations.
+                let at_end = ci + 1 == self.chunks.len();
+                let capacity = if at_end { cap } else { NEW_CHUNK_CAP.min(cap) };
+                self.chunks.insert(ci + 1, Chunk::new([entry], capacity));
             }
             return;
         }
@@ -813,8 +950,7 @@ impl KeyIndex {
         }
         let left = &mut self.chunks[ci];
         let mid = left.entries.len() / 2;
-        let mut right = Chunk::new(left.entries.drain(mid..), cap);
-        left.live -= right.live;
+        let mut right = left.split_off(mid, cap);
         if idx <= mid {
             left.insert(idx, entry, cap);
         } else {
@@ -839,10 +975,7 @@ impl KeyIndex {
             if let Some(next_len) = self.chunks.get(i + 1).map(|c| c.entries.len()) {
                 if len + next_len <= cap {
                     let next = self.chunks.remove(i + 1);
-                    let chunk = &mut self.chunks[i];
-                    chunk.reserve(next_len, cap);
-                    chunk.entries.extend(next.entries);
-                    chunk.live += next.live;
+                    self.chunks[i].append(next, cap);
                     if i + 1 < end {
                         end -= 1;
                     }
@@ -852,6 +985,7 @@ impl KeyIndex {
             let chunk = &mut self.chunks[i];
             if chunk.entries.capacity() > 4 * len.max(NEW_CHUNK_CAP) {
                 chunk.entries.shrink_to(2 * len);
+                chunk.fps.shrink_to(2 * len);
             }
             i += 1;
         }

@@ -62,7 +62,8 @@ impl MvccStore {
         })
     }
 
-    /// CRC-32C of every table (name, then keys and values) except the applied index.
+    /// CRC-32C of every table (name, then keys and values) except the applied index and the
+    /// size counter.
     ///
     /// # Errors
     /// A backend error.
@@ -76,7 +77,10 @@ impl MvccStore {
                 (Bound::Unbounded, Bound::Unbounded),
                 false,
                 |k, v| {
-                    if !(table == Table::Meta && k == meta::CONSISTENT_INDEX) {
+                    // The applied index and the size counter are bookkeeping, not data.
+                    let bookkeeping = table == Table::Meta
+                        && (k == meta::CONSISTENT_INDEX || k == crate::backend::LIVE_BYTES_KEY);
+                    if !bookkeeping {
                         hasher = crc32c::crc32c_append(hasher, k);
                         hasher = crc32c::crc32c_append(hasher, v);
                     }

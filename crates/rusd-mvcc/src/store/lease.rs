@@ -67,13 +67,11 @@ impl WriteTxn<'_> {
     /// Creates lease `id` with `ttl` seconds.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for id 0 or a negative one, [`Error::LeaseExists`].
+    /// [`Error::InvalidArgument`] for id 0, [`Error::LeaseExists`]. Negative ids are
+    /// accepted, as etcd does (only the ids it picks itself are positive).
     pub fn lease_grant(&mut self, id: LeaseId, ttl: i64) -> Result<()> {
-        if id.0 <= 0 {
-            return Err(Error::InvalidArgument(format!(
-                "lease id {} is not positive",
-                id.0
-            )));
+        if id.0 == 0 {
+            return Err(Error::InvalidArgument("lease id 0 is not a lease".into()));
         }
         if self.lease_exists(id) {
             return Err(Error::LeaseExists(id));

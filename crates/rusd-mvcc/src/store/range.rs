@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::ops::{Bound, ControlFlow};
+use std::sync::Arc;
 
 use super::{MvccStore, ReadView, StoreInner};
 use crate::backend::Table;
@@ -20,8 +21,9 @@ const COLLECT_CHUNK: usize = 4096;
 pub(crate) struct Candidate {
     pub key: Vec<u8>,
     pub at: KeyAt,
-    /// The key's state when it was written by the running txn (not yet in the backend).
-    pub own: Option<KeyValue>,
+    /// The key's state when it was written by the running txn (not yet in the backend): its
+    /// encoded record, whose revision is `at.modified.main`, decoded when read.
+    pub own: Option<Arc<[u8]>>,
 }
 
 impl MvccStore {
@@ -42,8 +44,26 @@ impl MvccStore {
 }
 
 /// Whether the request needs every match before it can cut at `limit`.
+///
+/// As etcd's `rangeLimit` (every release): only an explicit sort order other than ascending
+/// by key, or a revision filter, fetches everything. A sort target with order `NONE` sorts
+/// just the first `limit + 1` keys (in key order) and cuts those, a quirk clients can see.
 fn needs_all(req: &RangeRequest) -> bool {
-    has_filters(req) || !matches!(effective_sort(req), None | Some((SortTarget::Key, _)))
+    let default_ordering = req.sort_order == SortOrder::None
+        || (req.sort_target == SortTarget::Key && req.sort_order == SortOrder::Ascend);
+    has_filters(req)
+        || (!default_ordering && !matches!(effective_sort(req), None | Some((SortTarget::Key, _))))
+}
+
+/// Cuts `candidates` (every key of the range, ascending) to what etcd would have fetched:
+/// `limit + 1` keys when [`needs_all`] says so. For reads inside a write txn, which collect
+/// the whole range to merge the txn's own writes.
+pub(crate) fn cut_like_etcd(req: &RangeRequest, candidates: &mut Vec<Candidate>) {
+    let limit = usize::try_from(req.limit).unwrap_or(0);
+    let reverse = matches!(effective_sort(req), Some((SortTarget::Key, true)));
+    if limit > 0 && !reverse && !needs_all(req) {
+        candidates.truncate(limit + 1);
+    }
 }
 
 fn has_filters(req: &RangeRequest) -> bool {
@@ -72,8 +92,8 @@ pub(crate) fn range_view(view: &ReadView<'_>, req: &RangeRequest) -> Result<Rang
     if range.is_empty() {
         return Ok(resp);
     }
-    resp.count = count_at(view.inner, range, view.rev)? as i64;
     if req.count_only {
+        resp.count = count_at(view.inner, range, view.rev)? as i64;
         return Ok(resp);
     }
     let limit = usize::try_from(req.limit).unwrap_or(0);
@@ -84,9 +104,15 @@ pub(crate) fn range_view(view: &ReadView<'_>, req: &RangeRequest) -> Result<Rang
         limit + 1
     };
     let candidates = collect(view.inner, range, view.rev, reverse, want);
-    let (kvs, more) = finish(req, candidates, |c| {
-        view.kv_at(c.at.modified, !req.keys_only)
-    })?;
+    // Performance: fewer than `want` candidates means `collect` saw every key of the range live
+    // at `rev` (filters are applied later, in `finish`), which is exactly the count. Only a cut
+    // range needs `count_at`; this saves its index searches on every get and small range.
+    resp.count = if candidates.len() < want {
+        candidates.len() as i64
+    } else {
+        count_at(view.inner, range, view.rev)? as i64
+    };
+    let (kvs, more) = finish(req, candidates, view)?;
     resp.kvs = kvs;
     resp.more = more;
     Ok(resp)
@@ -140,7 +166,7 @@ pub(crate) fn collect(
 pub(crate) fn finish(
     req: &RangeRequest,
     mut candidates: Vec<Candidate>,
-    fetch: impl Fn(&Candidate) -> Result<KeyValue>,
+    view: &ReadView<'_>,
 ) -> Result<(Vec<KeyValue>, bool)> {
     if has_filters(req) {
         candidates.retain(|c| {
@@ -158,14 +184,21 @@ pub(crate) fn finish(
         let mut kvs = candidates
             .iter()
             .map(|c| {
-                let mut kv = fetch_full(c, &fetch)?;
+                // Sorting needs the values even with keys_only (they are blanked after).
+                let mut kv = match &c.own {
+                    Some(record) => super::decode_put(record, c.at.modified.main, true)?,
+                    None => view.kv_at(c.at.modified, true)?,
+                };
                 kv.key.clone_from(&c.key);
                 Ok(kv)
             })
             .collect::<Result<Vec<_>>>()?;
-        kvs.sort_by(|a, b| a.value.cmp(&b.value));
+        // Stable either way: ties keep key order, as etcd's (Go insertion) sort does for the
+        // small results etcdctl users see; reversing after sorting would flip the ties.
         if descending {
-            kvs.reverse();
+            kvs.sort_by(|a, b| b.value.cmp(&a.value));
+        } else {
+            kvs.sort_by(|a, b| a.value.cmp(&b.value));
         }
         let more = limit > 0 && kvs.len() > limit;
         if more {
@@ -188,9 +221,11 @@ pub(crate) fn finish(
                 candidates.sort_by(|a, b| b.key.cmp(&a.key));
             }
         } else {
-            candidates.sort_by_key(field);
+            // Stable: ties keep key order (see the value sort above).
             if descending {
-                candidates.reverse();
+                candidates.sort_by_key(|c| std::cmp::Reverse(field(c)));
+            } else {
+                candidates.sort_by_key(field);
             }
         }
     }
@@ -198,27 +233,8 @@ pub(crate) fn finish(
     if more {
         candidates.truncate(limit);
     }
-    let kvs = candidates
-        .iter()
-        .map(|c| match &c.own {
-            Some(kv) => {
-                let mut kv = kv.clone();
-                if req.keys_only {
-                    kv.value.clear();
-                }
-                Ok(kv)
-            }
-            None => fetch(c),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let kvs = view.kvs_at(candidates, !req.keys_only)?;
     Ok((kvs, more))
-}
-
-fn fetch_full(c: &Candidate, fetch: &impl Fn(&Candidate) -> Result<KeyValue>) -> Result<KeyValue> {
-    match &c.own {
-        Some(kv) => Ok(kv.clone()),
-        None => fetch(c),
-    }
 }
 
 /// Number of keys of `range` live at `rev`, in time that does not grow with the range.

@@ -193,13 +193,28 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 }
 
 /// The checks etcd makes on the chosen branches before running anything, so that a txn
-/// either runs whole or not at all.
+/// either runs whole or not at all. As etcd's `applierV3backend.Txn`: first every put of the
+/// chosen path (`checkPut`, write txns only), then every range (`checkRange`), so a missing
+/// lease is reported before a future range revision that comes earlier in the txn.
 fn check_path(
     view: &ReadView<'_>,
     req: &TxnRequest,
     path: &Path,
     compact: i64,
     lease_exists: &dyn Fn(LeaseId) -> bool,
+) -> Result<()> {
+    check_path_pass(view, req, path, compact, lease_exists, true)?;
+    check_path_pass(view, req, path, compact, lease_exists, false)
+}
+
+/// One pass of [`check_path`]: puts (`puts`) or ranges (`!puts`).
+fn check_path_pass(
+    view: &ReadView<'_>,
+    req: &TxnRequest,
+    path: &Path,
+    compact: i64,
+    lease_exists: &dyn Fn(LeaseId) -> bool,
+    puts: bool,
 ) -> Result<()> {
     let ops = if path.succeeded {
         &req.success
@@ -209,7 +224,7 @@ fn check_path(
     let mut nested = path.nested.iter();
     for op in ops {
         match op {
-            RequestOp::Range(r) => {
+            RequestOp::Range(r) if !puts => {
                 // As etcd: only 0 means "latest" here; a negative revision counts as compacted.
                 if r.revision != 0 {
                     if r.revision > view.rev {
@@ -226,20 +241,21 @@ fn check_path(
                     }
                 }
             }
-            RequestOp::Put(p) => {
-                if p.lease != 0 && !lease_exists(LeaseId(p.lease)) {
-                    return Err(Error::LeaseNotFound(LeaseId(p.lease)));
-                }
+            RequestOp::Put(p) if puts => {
+                // As etcd's checkPut: the previous key first, then the lease.
                 if (p.ignore_value || p.ignore_lease)
                     && view.inner.index.read().get(&p.key, view.rev).is_none()
                 {
                     return Err(Error::KeyNotFound);
                 }
+                if p.lease != 0 && !lease_exists(LeaseId(p.lease)) {
+                    return Err(Error::LeaseNotFound(LeaseId(p.lease)));
+                }
             }
-            RequestOp::DeleteRange(_) => {}
+            RequestOp::Range(_) | RequestOp::Put(_) | RequestOp::DeleteRange(_) => {}
             RequestOp::Txn(t) => {
                 if let Some(p) = nested.next() {
-                    check_path(view, t, p, compact, lease_exists)?;
+                    check_path_pass(view, t, p, compact, lease_exists, puts)?;
                 }
             }
         }

@@ -26,6 +26,18 @@ pub(crate) enum LeaseOp {
     Revoke(LeaseId),
 }
 
+/// This txn's newest write of a key.
+///
+/// Performance: it keeps the encoded record the backend gets (shared, not copied) rather than
+/// a `KeyValue`, which cost a copy of the key and value and a 1.2 KB map node per put; the few
+/// reads of a txn's own writes decode it.
+#[derive(Clone)]
+struct Own {
+    /// As a `KeyAt` from the index, except that `modified.sub` is 0.
+    at: KeyAt,
+    record: Arc<[u8]>,
+}
+
 /// An open write transaction (etcd's `TxnWrite`).
 ///
 /// Every put and delete in it gets the same main revision (`current + 1`) and consecutive
@@ -40,7 +52,7 @@ pub struct WriteTxn<'a> {
     base: i64,
     sub: i64,
     /// Each key's state after this txn's writes so far (`None`: deleted).
-    changes: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    changes: BTreeMap<Vec<u8>, Option<Own>>,
     batch: WriteBatch,
     index_ops: Vec<(Vec<u8>, Revision, bool)>,
     lease_ops: Vec<LeaseOp>,
@@ -158,9 +170,9 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// The key's newest state: from this txn's writes, else from the index.
-    fn latest_at(&self, key: &[u8]) -> Option<(KeyAt, Option<&KeyValue>)> {
+    fn latest_at(&self, key: &[u8]) -> Option<(KeyAt, Option<&[u8]>)> {
         match self.changes.get(key) {
-            Some(Some(kv)) => Some((at_of(kv), Some(kv))),
+            Some(Some(own)) => Some((own.at, Some(&*own.record))),
             Some(None) => None,
             None => self
                 .inner
@@ -171,11 +183,19 @@ impl<'a> WriteTxn<'a> {
         }
     }
 
-    fn full_kv(&self, at: KeyAt, own: Option<&KeyValue>) -> Result<KeyValue> {
+    /// The key's full state: decoded from this txn's own record, else read at `at`.
+    fn full_kv(&self, at: KeyAt, own: Option<&[u8]>) -> Result<KeyValue> {
         match own {
-            Some(kv) => Ok(kv.clone()),
+            Some(record) => super::decode_put(record, at.modified.main, true),
             None => self.base_view.kv_at(at.modified, true),
         }
+    }
+
+    /// The key as it was before this txn.
+    fn base_kv(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        let at = self.inner.index.read().get(key, self.base);
+        at.map(|at| self.base_view.kv_at(at.modified, true))
+            .transpose()
     }
 
     /// The lease a key holds now (this txn's writes included).
@@ -218,7 +238,12 @@ impl<'a> WriteTxn<'a> {
     /// [`Error::KeyNotFound`] (`ignore_*` on a missing key), [`Error::LeaseNotFound`].
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
         check_put(req)?;
+        // As etcd's Put: the lease is looked up before the previous key is read.
+        if req.lease != 0 && !self.lease_exists(LeaseId(req.lease)) {
+            return Err(Error::LeaseNotFound(LeaseId(req.lease)));
+        }
         let latest = self.latest_at(&req.key);
+        let written_in_txn = latest.is_some_and(|(_, own)| own.is_some());
         if (req.ignore_value || req.ignore_lease) && latest.is_none() {
             return Err(Error::KeyNotFound);
         }
@@ -238,41 +263,51 @@ impl<'a> WriteTxn<'a> {
             return Err(Error::LeaseNotFound(lease));
         }
         let value = match (&prev_kv, req.ignore_value) {
-            (Some(prev), true) => prev.value.clone(),
-            _ => req.value.clone(),
+            (Some(prev), true) => &prev.value,
+            _ => &req.value,
         };
         let latest_at = latest.map(|(at, _)| at);
         let rev = self.next_revision();
-        let kv = KeyValue {
-            key: req.key.clone(),
-            create_revision: latest_at.map_or(rev.main, |at| at.created.main),
-            mod_revision: rev.main,
-            version: latest_at.map_or(1, |at| at.version + 1),
-            value,
-            lease: lease.0,
-        };
-        self.batch.put(
-            Table::Kv,
-            rev.to_bytes().to_vec(),
-            Arc::<[u8]>::from(codec::encode_put(&kv)),
-        );
+        let create_revision = latest_at.map_or(rev.main, |at| at.created.main);
+        let version = latest_at.map_or(1, |at| at.version + 1);
+        let record = codec::encode_put_shared(create_revision, version, lease.0, &req.key, value);
+        self.batch
+            .put(Table::Kv, rev.to_bytes().to_vec(), record.clone());
         self.index_ops.push((req.key.clone(), rev, false));
         if old_lease != lease {
             self.key_lease.insert(req.key.clone(), lease);
             self.lease_ops.push(LeaseOp::Attach(req.key.clone(), lease));
         }
+        // A watcher's prev_kv is the key at mod_revision - 1, i.e. before this txn; none for a
+        // creation.
+        let event_prev = if !self.want_prev || self.events.is_none() || latest_at.is_none() {
+            None
+        } else if written_in_txn {
+            self.base_kv(&req.key)?
+        } else {
+            prev_kv.clone()
+        };
         if let Some(events) = self.events.as_mut() {
             events.push(Event {
                 kind: EventKind::Put,
-                kv: kv.clone(),
-                prev_kv: if self.want_prev {
-                    prev_kv.clone()
-                } else {
-                    None
+                kv: KeyValue {
+                    key: req.key.clone(),
+                    create_revision,
+                    mod_revision: rev.main,
+                    version,
+                    value: value.clone(),
+                    lease: lease.0,
                 },
+                prev_kv: event_prev,
             });
         }
-        self.changes.insert(req.key.clone(), Some(kv));
+        let at = KeyAt {
+            modified: Revision::new(rev.main, 0),
+            created: Revision::new(create_revision, 0),
+            version,
+        };
+        self.changes
+            .insert(req.key.clone(), Some(Own { at, record }));
         Ok(PutResponse {
             revision: rev.main,
             prev_kv: if req.prev_kv { prev_kv } else { None },
@@ -294,7 +329,7 @@ impl<'a> WriteTxn<'a> {
         let deleted = victims.len() as i64;
         for c in victims {
             let prev = if need_prev {
-                Some(self.full_kv(c.at, c.own.as_ref())?)
+                Some(self.full_kv(c.at, c.own.as_deref())?)
             } else {
                 None
             };
@@ -310,6 +345,14 @@ impl<'a> WriteTxn<'a> {
                 self.lease_ops
                     .push(LeaseOp::Attach(c.key.clone(), LeaseId::NONE));
             }
+            let event_prev = if !self.want_prev || self.events.is_none() {
+                None
+            } else if c.own.is_some() {
+                // Written earlier in this txn: the watcher's prev_kv is the key before the txn.
+                self.base_kv(&c.key)?
+            } else {
+                prev.clone()
+            };
             if let Some(events) = self.events.as_mut() {
                 events.push(Event {
                     kind: EventKind::Delete,
@@ -318,7 +361,7 @@ impl<'a> WriteTxn<'a> {
                         mod_revision: rev.main,
                         ..KeyValue::default()
                     },
-                    prev_kv: if self.want_prev { prev.clone() } else { None },
+                    prev_kv: event_prev,
                 });
             }
             if req.prev_kv {
@@ -344,11 +387,13 @@ impl<'a> WriteTxn<'a> {
             return Err(Error::EmptyKey);
         }
         let range = KeyRange::new(&req.key, &req.range_end);
-        let touched = self
-            .changes
-            .range::<[u8], _>(range.bounds())
-            .next()
-            .is_some();
+        // An inverted range is empty (and BTreeMap::range would panic on its bounds).
+        let touched = !range.is_empty()
+            && self
+                .changes
+                .range::<[u8], _>(range.bounds())
+                .next()
+                .is_some();
         if req.revision > 0 || !touched {
             let mut resp = if req.revision > 0 && req.revision != self.base {
                 let view = self.inner.view(req.revision)?;
@@ -361,7 +406,7 @@ impl<'a> WriteTxn<'a> {
             resp.revision = self.revision();
             return Ok(resp);
         }
-        let candidates = self.live_in(range);
+        let mut candidates = self.live_in(range);
         let count = candidates.len() as i64;
         let mut resp = RangeResponse {
             revision: self.revision(),
@@ -371,9 +416,8 @@ impl<'a> WriteTxn<'a> {
         if req.count_only {
             return Ok(resp);
         }
-        let (kvs, more) = range::finish(req, candidates, |c| {
-            self.base_view.kv_at(c.at.modified, !req.keys_only)
-        })?;
+        range::cut_like_etcd(req, &mut candidates);
+        let (kvs, more) = range::finish(req, candidates, &self.base_view)?;
         resp.kvs = kvs;
         resp.more = more;
         Ok(resp)
@@ -406,11 +450,11 @@ impl<'a> WriteTxn<'a> {
                 }
             };
             if take_own {
-                if let Some((key, Some(kv))) = own.next() {
+                if let Some((key, Some(own))) = own.next() {
                     out.push(Candidate {
                         key: key.clone(),
-                        at: at_of(kv),
-                        own: Some(kv.clone()),
+                        at: own.at,
+                        own: Some(own.record.clone()),
                     });
                 }
             } else if let Some(b) = base.next() {
@@ -486,14 +530,6 @@ impl<'a> WriteTxn<'a> {
             self.inner.compaction.schedule(c);
         }
         Ok(rev)
-    }
-}
-
-fn at_of(kv: &KeyValue) -> KeyAt {
-    KeyAt {
-        modified: Revision::new(kv.mod_revision, 0),
-        created: Revision::new(kv.create_revision, 0),
-        version: kv.version,
     }
 }
 

@@ -45,10 +45,10 @@ impl KvService {
     pub async fn do_range(&self, r: pb::RangeRequest) -> Result<pb::RangeResponse, ServerError> {
         let ctx = &self.ctx;
         quota::check_corrupt(ctx)?;
-        let req = convert::range_from_pb(&r)?;
-        if req.key.is_empty() {
+        if r.key.is_empty() {
             return Err(rusd_mvcc::Error::EmptyKey.into());
         }
+        let req = convert::range_from_pb(&r)?;
         if !r.serializable {
             ctx.read_index().await?;
         }
@@ -115,6 +115,7 @@ impl KvService {
     pub async fn do_txn(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, ServerError> {
         let ctx = &self.ctx;
         quota::check_corrupt(ctx)?;
+        convert::check_txn(&t, ctx.config.max_txn_ops)?;
         let txn = convert::txn_from_pb(&t)?;
         rusd_mvcc::validate_txn(&txn, ctx.config.max_txn_ops)?;
         if convert::txn_is_read_only(&t) {

@@ -1,4 +1,11 @@
 //! The gRPC services.
 
+pub mod auth;
+pub mod cluster;
+pub mod election;
 pub mod kv;
+pub mod lease;
+pub mod lock;
+pub mod maintenance;
 pub mod status;
+pub mod watch;

@@ -61,6 +61,18 @@ pub fn code_and_message(e: &ServerError) -> (Code, String) {
         S::BadLeaderTransferee => etcd(Code::FailedPrecondition, "bad leader transferee"),
         S::MemberNotFound => etcd(Code::NotFound, "member not found"),
         S::AuthNotEnabled => etcd(Code::FailedPrecondition, "authentication is not enabled"),
+        S::MemberNotLearner => etcd(
+            Code::FailedPrecondition,
+            "can only promote a learner member",
+        ),
+        S::RootUserNotExist => etcd(Code::FailedPrecondition, "root user does not exist"),
+        S::UserNotFound => etcd(Code::FailedPrecondition, "user name not found"),
+        S::RoleNotFound => etcd(Code::FailedPrecondition, "role name not found"),
+        S::ElectionNoLeader => (Code::Unknown, "election: no leader".into()),
+        S::ElectionNotLeader => (Code::Unknown, "election: not leader".into()),
+        S::MissingLeaderKey => (Code::Unknown, "\"leader\" field must be provided".into()),
+        S::LostWatcher => (Code::Unknown, "lost watcher waiting for delete".into()),
+        S::ViaClient(inner) => (Code::Unknown, code_and_message(inner).1),
         S::Unsupported(text) => (Code::Unimplemented, format!("rusd: {text}")),
         S::Remote { code, message } => (Code::from_i32(*code), message.clone()),
         S::Internal(text) => (Code::Unknown, text.clone()),
@@ -204,6 +216,58 @@ mod tests {
                 ServerError::MemberNotFound,
                 Code::NotFound,
                 "etcdserver: member not found",
+            ),
+            (
+                ServerError::MemberNotLearner,
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+            ),
+            (
+                ServerError::AuthNotEnabled,
+                Code::FailedPrecondition,
+                "etcdserver: authentication is not enabled",
+            ),
+            (
+                ServerError::RootUserNotExist,
+                Code::FailedPrecondition,
+                "etcdserver: root user does not exist",
+            ),
+            (
+                ServerError::UserNotFound,
+                Code::FailedPrecondition,
+                "etcdserver: user name not found",
+            ),
+            (
+                ServerError::RoleNotFound,
+                Code::FailedPrecondition,
+                "etcdserver: role name not found",
+            ),
+            (
+                ServerError::ElectionNoLeader,
+                Code::Unknown,
+                "election: no leader",
+            ),
+            (
+                ServerError::ElectionNotLeader,
+                Code::Unknown,
+                "election: not leader",
+            ),
+            (
+                ServerError::MissingLeaderKey,
+                Code::Unknown,
+                "\"leader\" field must be provided",
+            ),
+            (
+                ServerError::LostWatcher,
+                Code::Unknown,
+                "lost watcher waiting for delete",
+            ),
+            (
+                ServerError::ViaClient(Box::new(
+                    mvcc::Error::LeaseNotFound(mvcc::LeaseId(1)).into(),
+                )),
+                Code::Unknown,
+                "etcdserver: requested lease not found",
             ),
         ];
         for (err, code, text) in cases {

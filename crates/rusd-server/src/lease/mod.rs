@@ -20,6 +20,17 @@ struct Deadline {
     expires: Instant,
 }
 
+/// What renewing a lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Renewed to its full TTL (the value, in seconds).
+    Renewed(i64),
+    /// Its deadline passed; it is (or will be) revoked through the log.
+    Expired,
+    /// No such lease.
+    NotFound,
+}
+
 /// Lease deadlines. Updated by the apply loop (grant, revoke) and by keep-alives.
 #[derive(Debug)]
 pub struct Lessor {
@@ -27,6 +38,8 @@ pub struct Lessor {
     min_ttl: i64,
     /// Wakes the expiry task when a deadline may have moved earlier.
     pub(crate) changed: tokio::sync::Notify,
+    /// Bumped on every revoke, so keep-alives of an expired lease can wait for its revocation.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 impl Lessor {
@@ -36,6 +49,7 @@ impl Lessor {
             leases: Mutex::new(HashMap::new()),
             min_ttl,
             changed: tokio::sync::Notify::new(),
+            revocations: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -59,18 +73,56 @@ impl Lessor {
     /// A lease was revoked (applied).
     pub fn revoked(&self, id: LeaseId) {
         self.leases.lock().remove(&id);
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Renews a lease to its full TTL unless it does not exist or its deadline passed (an
+    /// expired lease stays expired until its revoke is applied).
+    pub fn renew(&self, id: LeaseId) -> Renewal {
+        let mut leases = self.leases.lock();
+        let Some(lease) = leases.get_mut(&id) else {
+            return Renewal::NotFound;
+        };
+        let now = Instant::now();
+        if lease.expires <= now {
+            return Renewal::Expired;
+        }
+        lease.expires = now + Duration::from_secs(lease.ttl.max(0) as u64);
+        Renewal::Renewed(lease.ttl)
     }
 
     /// Renews a lease to its full TTL; `None` if it does not exist (or already expired).
     pub fn keep_alive(&self, id: LeaseId) -> Option<i64> {
-        let mut leases = self.leases.lock();
-        let lease = leases.get_mut(&id)?;
-        let now = Instant::now();
-        if lease.expires <= now {
-            return None;
+        match self.renew(id) {
+            Renewal::Renewed(ttl) => Some(ttl),
+            Renewal::Expired | Renewal::NotFound => None,
         }
-        lease.expires = now + Duration::from_secs(lease.ttl.max(0) as u64);
-        Some(lease.ttl)
+    }
+
+    /// Renews like [`Lessor::renew`], but when the lease already expired waits (up to `wait`)
+    /// until its revoke is applied, as etcd does, so that a client told "TTL 0" no longer sees
+    /// its keys. `Some(Some(ttl))`: renewed; `Some(None)`: no such lease (any more); `None`: the
+    /// expired lease was still not revoked after `wait`.
+    pub async fn renew_or_wait_revoked(&self, id: LeaseId, wait: Duration) -> Option<Option<i64>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut revocations = self.revocations.subscribe();
+        loop {
+            revocations.borrow_and_update();
+            match self.renew(id) {
+                Renewal::Renewed(ttl) => return Some(Some(ttl)),
+                Renewal::NotFound => return Some(None),
+                Renewal::Expired => {}
+            }
+            // A refresh (new leader) can make the lease live again without a revoke: poll too.
+            let tick = tokio::time::Instant::now() + Duration::from_millis(100);
+            if tokio::time::timeout_at(tick.min(deadline), revocations.changed())
+                .await
+                .is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return None;
+            }
+        }
     }
 
     /// `(remaining seconds, granted TTL)` of a lease.
@@ -78,9 +130,13 @@ impl Lessor {
         let leases = self.leases.lock();
         let lease = leases.get(&id)?;
         let left = lease.expires.saturating_duration_since(Instant::now());
-        // etcd rounds the remaining time up to whole seconds.
-        let secs = left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0);
-        Some((secs, lease.ttl))
+        // etcd truncates (`int64(l.Remaining().Seconds())`): a fresh 10 s lease shows 9.
+        Some((left.as_secs() as i64, lease.ttl))
+    }
+
+    /// When a lease expires (for ordering lease lists as etcd does, soonest first).
+    pub fn deadline(&self, id: LeaseId) -> Option<Instant> {
+        self.leases.lock().get(&id).map(|l| l.expires)
     }
 
     /// Gives every lease its full TTL from now (new leader, restart).
@@ -123,9 +179,10 @@ mod tests {
         assert_eq!(l.effective_ttl(-5), 2);
         assert_eq!(l.effective_ttl(10), 10);
         l.granted(LeaseId(1), 10);
-        assert_eq!(l.remaining(LeaseId(1)), Some((10, 10)));
+        assert_eq!(l.remaining(LeaseId(1)), Some((9, 10)), "truncated, as etcd");
         assert_eq!(l.keep_alive(LeaseId(1)), Some(10));
         assert_eq!(l.keep_alive(LeaseId(2)), None);
+        assert_eq!(l.renew(LeaseId(2)), Renewal::NotFound);
         l.granted(LeaseId(3), 0);
         let (expired, next) = l.expired(10);
         assert_eq!(expired, vec![LeaseId(3)]);
@@ -135,7 +192,37 @@ mod tests {
             None,
             "an expired lease cannot be kept alive"
         );
+        assert_eq!(l.renew(LeaseId(3)), Renewal::Expired);
         l.revoked(LeaseId(1));
         assert_eq!(l.remaining(LeaseId(1)), None);
+    }
+
+    #[tokio::test]
+    async fn keep_alive_of_an_expired_lease_waits_for_its_revoke() {
+        let l = std::sync::Arc::new(Lessor::new(2));
+        l.granted(LeaseId(1), 0);
+        l.granted(LeaseId(2), 5);
+        assert_eq!(
+            l.renew_or_wait_revoked(LeaseId(2), Duration::from_secs(1))
+                .await,
+            Some(Some(5))
+        );
+        assert_eq!(
+            l.renew_or_wait_revoked(LeaseId(1), Duration::from_millis(150))
+                .await,
+            None,
+            "not revoked yet"
+        );
+        let revoker = l.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            revoker.revoked(LeaseId(1));
+        });
+        assert_eq!(
+            l.renew_or_wait_revoked(LeaseId(1), Duration::from_secs(5))
+                .await,
+            Some(None)
+        );
+        task.await.unwrap();
     }
 }

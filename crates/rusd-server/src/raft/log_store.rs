@@ -4,6 +4,9 @@
 //! over whatever accumulated while the previous append was syncing, so concurrent writes share
 //! one fsync (group commit).
 
+// openraft's `StorageError` is large, and its traits fix the error type.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;

@@ -1,6 +1,9 @@
 //! The openraft state machine: applies entries through [`Applier`] and snapshots by flushing
 //! the engine (its database file is the snapshot).
 
+// openraft's `StorageError` is large, and its traits fix the error type.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};

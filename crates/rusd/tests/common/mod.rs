@@ -36,6 +36,20 @@ impl Rusd {
         r
     }
 
+    /// Starts rusd on an existing data dir (left in place when dropped) with `extra` flags.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Rusd {
+        let mut r = Rusd {
+            child: None,
+            endpoint: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: Default::default(),
+        };
+        r.spawn(None);
+        r
+    }
+
     fn spawn(&mut self, port: Option<u16>) {
         let port = port.unwrap_or(0);
         let url = format!("http://127.0.0.1:{port}");
