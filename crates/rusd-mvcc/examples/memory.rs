@@ -7,7 +7,8 @@
 //! ```
 //!
 //! `KEYS` defaults to 1,000,000; `BATCH` (puts per write transaction while loading) to 1,000;
-//! `DIR` to a temporary directory. The restart is measured twice: in this process (close, open,
+//! `DIR` to a temporary directory; the environment variable `MAX_PENDING_MIB` overrides
+//! `BackendConfig::max_pending_bytes` (to show what the write buffer costs in RSS). The restart is measured twice: in this process (close, open,
 //! first read) and in a fresh child process (`--reopen DIR`), whose resident memory is that
 //! of a server restarted on the loaded file.
 
@@ -55,6 +56,9 @@ fn report_rss(label: &str) {
 fn config(path: &Path) -> StoreConfig {
     let mut config = StoreConfig::new(path.join("db"));
     config.backend.cache_size = CACHE;
+    if let Ok(pending) = std::env::var("MAX_PENDING_MIB") {
+        config.backend.max_pending_bytes = pending.parse::<usize>().unwrap() << 20;
+    }
     config
 }
 

@@ -40,13 +40,16 @@ pub use table::Table;
 pub struct BackendConfig {
     /// The database file.
     pub path: PathBuf,
-    /// Bytes of page cache redb may hold (default 256 MiB).
+    /// Bytes of page cache redb may hold (default 256 MiB). An `MvccStore` gives part of it to
+    /// its record cache instead (`StoreConfig::record_cache_percent`).
     pub cache_size: usize,
     /// Pending operations that start a commit (default 10,000, etcd's batch limit).
     pub batch_limit: usize,
     /// Longest time a write waits for its commit (default 100 ms, etcd's batch interval).
     pub batch_interval: Duration,
-    /// Pending bytes above which writers wait for the committer (default 256 MiB).
+    /// Pending bytes above which writers wait for the committer (default 32 MiB: enough to keep
+    /// the committer busy, small enough that memory stays within cache + index + 64 MiB;
+    /// 256 MiB cost 60-100 MiB of RSS over that budget loading 1M keys, for no throughput).
     pub max_pending_bytes: usize,
 }
 
@@ -58,7 +61,7 @@ impl BackendConfig {
             cache_size: 256 << 20,
             batch_limit: 10_000,
             batch_interval: Duration::from_millis(100),
-            max_pending_bytes: 256 << 20,
+            max_pending_bytes: 32 << 20,
         }
     }
 }
