@@ -644,16 +644,28 @@ fn lease_commands() {
     p.grant("1000");
     p.same(&["put", "l/a", "1", "--lease={L1}"]);
     p.same(&["put", "l/b", "1", "--lease={L1}"]);
-    // Remaining TTL counts down in real time: ±1 s on the "remaining" number.
+    // Remaining TTL counts down in real time: ±1 s on the "remaining" number. etcd lists
+    // the attached keys in Go map order (random), so they are sorted before comparing.
     let ttl = |s: &str| {
         s.lines()
-            .map(|l| match l.find("remaining(") {
-                Some(i) => format!(
-                    "{}remaining(<N>s){}",
-                    &l[..i],
-                    l[i..].split_once("s)").map_or("", |x| x.1)
-                ),
-                None => l.to_string(),
+            .map(|l| {
+                let l = match l.find("remaining(") {
+                    Some(i) => format!(
+                        "{}remaining(<N>s){}",
+                        &l[..i],
+                        l[i..].split_once("s)").map_or("", |x| x.1)
+                    ),
+                    None => l.to_string(),
+                };
+                match l.split_once("attached keys([") {
+                    Some((head, rest)) => {
+                        let (keys, tail) = rest.split_once("])").unwrap_or((rest, ""));
+                        let mut keys: Vec<&str> = keys.split(' ').collect();
+                        keys.sort_unstable();
+                        format!("{head}attached keys([{}]){tail}", keys.join(" "))
+                    }
+                    None => l,
+                }
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -664,6 +676,9 @@ fn lease_commands() {
         let mut v: serde_json::Value = serde_json::from_str(s).unwrap_or_default();
         if v.get("ttl").is_some() {
             v["ttl"] = serde_json::Value::from(0);
+        }
+        if let Some(keys) = v.get_mut("keys").and_then(|k| k.as_array_mut()) {
+            keys.sort_by_key(|k| k.to_string());
         }
         v.to_string()
     };
