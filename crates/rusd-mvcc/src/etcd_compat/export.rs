@@ -238,6 +238,20 @@ fn scan_all(
     failure.map_or(Ok(()), Err)
 }
 
+/// One record of the kv table as etcd stores it in its `key` bucket: (revision key, value).
+fn etcd_kv_record(rev: Revision, stored: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+    Ok(match codec::decode(stored, rev.main, true)? {
+        Record::Put(kv) => (
+            rev_key(rev.main, rev.sub, false),
+            proto::encode_key_value(&kv),
+        ),
+        Record::Tombstone(key) => (
+            rev_key(rev.main, rev.sub, true),
+            proto::encode_tombstone(&key),
+        ),
+    })
+}
+
 fn export_kv<W: Write + Seek>(
     tx: &ReadTx,
     w: &mut rusd_bolt::Writer<W>,
@@ -246,16 +260,7 @@ fn export_kv<W: Write + Seek>(
     scan_all(tx, Table::Kv, |k, v| {
         let rev = Revision::from_bytes(k)
             .ok_or_else(|| Error::Corrupted(format!("kv table key {k:?}")))?;
-        let (key, value) = match codec::decode(v, rev.main, true)? {
-            Record::Put(kv) => (
-                rev_key(rev.main, rev.sub, false),
-                proto::encode_key_value(&kv),
-            ),
-            Record::Tombstone(key) => (
-                rev_key(rev.main, rev.sub, true),
-                proto::encode_tombstone(&key),
-            ),
-        };
+        let (key, value) = etcd_kv_record(rev, v)?;
         w.put(&key, &value).map_err(bolt_error)?;
         summary.revision = rev.main;
         summary.kv_records += 1;

@@ -22,7 +22,7 @@
 
 mod export;
 mod import;
-mod proto;
+pub(crate) mod proto;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek};

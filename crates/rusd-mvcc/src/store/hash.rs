@@ -4,9 +4,15 @@ use std::ops::{Bound, ControlFlow};
 
 use super::{meta, MvccStore};
 use crate::backend::Table;
-use crate::codec;
+use crate::codec::{self, Record};
 use crate::error::{Error, Result};
+use crate::etcd_compat::proto::{encode_key_value, encode_tombstone};
+use crate::etcd_compat::rev_key;
+use crate::key_range::KeyRange;
 use crate::revision::Revision;
+
+/// etcd's bucket of key revisions; its name starts the `HashKV` hash.
+const ETCD_KEY_BUCKET: &[u8] = b"key";
 
 /// The result of [`MvccStore::hash_kv`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,8 +26,14 @@ pub struct KvHash {
 }
 
 impl MvccStore {
-    /// CRC-32C (Castagnoli) of the key history up to `revision` (0: current), over exactly the
-    /// revisions compaction keeps; members with the same history give the same hash.
+    /// etcd's `HashKV`: CRC-32C (Castagnoli) of the bucket name `key`, then of each record up to
+    /// `revision` (0: current; below 0: nothing, as etcd) in revision order as etcd stores it (revision key, then
+    /// `mvccpb.KeyValue` bytes), so the same history hashes as etcd hashes it.
+    ///
+    /// Records at or below the compact revision are filtered as etcd 3.4's `HashByRev` does:
+    /// when any key is live at `revision`, only those that are still a key's live value at
+    /// `revision` (etcd's `kvindex.Keep(rev)`) count; a tombstone at exactly the compact
+    /// revision never counts (older etcd releases delete it, later ones skip it).
     ///
     /// # Errors
     /// [`Error::Compacted`], [`Error::FutureRevision`], or a backend error.
@@ -30,25 +42,59 @@ impl MvccStore {
         self.inner.compaction.wait_idle();
         let view = self.inner.view(revision)?;
         let compact = self.compact_revision();
-        let end = Revision::new(view.rev + 1, 0).to_bytes();
-        let mut hasher = 0u32;
+        // etcd treats only 0 as "current": a negative revision hashes nothing below it.
+        let upto = if revision < 0 { revision } else { view.rev };
+        let end = Revision::new(upto.max(-1) + 1, 0).to_bytes();
+        let mut hasher = crc32c::crc32c(ETCD_KEY_BUCKET);
         let mut failure = None;
+        let any_live = self
+            .inner
+            .index
+            .read()
+            .count(KeyRange::new(b"\0", b"\0"), upto)
+            > 0;
         view.tx.scan(
             Table::Kv,
             (Bound::Unbounded, Bound::Excluded(&end[..])),
             false,
             |k, v| {
-                let Some(rev) = Revision::from_bytes(k) else {
-                    failure = Some(Error::Corrupted(format!("kv table key {k:?}")));
-                    return ControlFlow::Break(());
+                let record = Revision::from_bytes(k)
+                    .ok_or_else(|| Error::Corrupted(format!("kv table key {k:?}")))
+                    .and_then(|rev| Ok((rev, codec::decode(v, rev.main, true)?)));
+                let (rev, record) = match record {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failure = Some(e);
+                        return ControlFlow::Break(());
+                    }
                 };
-                // A tombstone at exactly the compact revision is kept by this store but not by
-                // older etcd releases; leaving it out keeps hashes comparable.
-                if rev.main == compact && codec::decode_key(v).is_some_and(|(_, t)| t) {
-                    return ControlFlow::Continue(());
-                }
-                hasher = crc32c::crc32c_append(hasher, k);
-                hasher = crc32c::crc32c_append(hasher, v);
+                let (key, value) = match record {
+                    Record::Put(kv) => {
+                        let kept = rev.main > compact
+                            || !any_live
+                            || self
+                                .inner
+                                .index
+                                .read()
+                                .get(&kv.key, upto)
+                                .map(|at| at.modified)
+                                == Some(rev);
+                        if !kept {
+                            return ControlFlow::Continue(());
+                        }
+                        (rev_key(rev.main, rev.sub, false), encode_key_value(&kv))
+                    }
+                    Record::Tombstone(key) => {
+                        // Below the compact revision no tombstone is a live value; above it
+                        // every one counts.
+                        if rev.main <= compact {
+                            return ControlFlow::Continue(());
+                        }
+                        (rev_key(rev.main, rev.sub, true), encode_tombstone(&key))
+                    }
+                };
+                hasher = crc32c::crc32c_append(hasher, &key);
+                hasher = crc32c::crc32c_append(hasher, &value);
                 ControlFlow::Continue(())
             },
         )?;
@@ -58,7 +104,7 @@ impl MvccStore {
         Ok(KvHash {
             hash: hasher,
             compact_revision: compact,
-            hash_revision: view.rev,
+            hash_revision: upto,
         })
     }
 
