@@ -498,7 +498,11 @@ fn hash_kv_equals_etcds() {
     // The tombstone of c at exactly 7 is kept by rusd (as etcd 3.6) but left out of the hash.
     assert_eq!(hash(&s), (3_464_618_346, 7), "compacted at a tombstone");
     s.del("b", "");
-    assert_eq!(hash(&s), (110_117_303, 7), "no live key: every stored record counts");
+    assert_eq!(
+        hash(&s),
+        (110_117_303, 7),
+        "no live key: every stored record counts"
+    );
     s.set("d", "1");
     s.compact(9).expect("compact").wait();
     assert_eq!(hash(&s), (2_962_135_069, 9));

@@ -1,5 +1,10 @@
 //! One listener serves both gRPC (HTTP/2, `content-type: application/grpc`) and the HTTP API
 //! (gateway JSON, `/health`, `/version`, `/metrics`).
+//!
+//! The gRPC receive limit (`--max-request-bytes` + 512 KiB, as etcd) is enforced by
+//! [`MessageLimitLayer`] on the gRPC routes only, so that an oversized message is refused with
+//! grpc-go's status; tonic's own decoding limit is the same number and only a backstop (the layer
+//! refuses at a message's length prefix, before tonic sees it).
 
 use std::sync::Arc;
 
@@ -7,10 +12,11 @@ use rusd_proto::etcdserverpb as pb;
 
 use crate::context::Ctx;
 use crate::grpc::kv::KvService;
+use crate::grpc::message_limit::MessageLimitLayer;
 
 /// The router for one client listener.
 pub fn router(ctx: Arc<Ctx>) -> axum::Router {
-    let limit = ctx.config.max_request_bytes + 512 * 1024;
+    let limit = crate::gateway::json::grpc_limit(ctx.config.max_request_bytes);
     #[allow(unused_mut)]
     let mut routes = tonic::service::Routes::new(
         pb::kv_server::KvServer::new(KvService::new(ctx.clone()))
@@ -63,5 +69,6 @@ pub fn router(ctx: Arc<Ctx>) -> axum::Router {
     routes
         .prepare()
         .into_axum_router()
+        .layer(MessageLimitLayer::new(limit))
         .merge(crate::gateway::routes(ctx))
 }

@@ -7,5 +7,6 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod message_limit;
 pub mod status;
 pub mod watch;
