@@ -394,25 +394,61 @@ async fn fragmented_catch_up() {
     assert_eq!(got, revs);
 }
 
-/// A client that stops reading while 20,000 writes happen still gets every event, in order,
-/// once it reads again; a reading watcher meanwhile gets them all too.
+/// A client that stops reading while writes happen still gets every event, in order, once it
+/// reads again; a reading watcher meanwhile gets them all too, and neither it nor the writers
+/// wait for the slow one.
+///
+/// The slow watcher's stream must fall off the server's live feed (more than
+/// `watch::hub::LIVE_CAPACITY` = 1024 revisions behind) and catch up from history. Its client
+/// has a 16 KiB HTTP/2 stream window and the values are 2 KiB, so the connection and the
+/// server's 64-response queue hold only about 75 revisions before the stream stops reading the
+/// feed: it lags after about 1,100 of the 1,600 writes (in a debug build they take ~4 s; the
+/// feed's capacity is a constant, so fewer writes cannot lag).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_consumer_catches_up_without_gaps() {
-    const N: i64 = 20_000;
-    const WRITERS: i64 = 16;
-    let r = Rusd::start(&[]);
+    use rusd_proto::etcdserverpb as pb;
+    use tonic::codegen::tokio_stream::{self, StreamExt};
+
+    const N: i64 = 1_600;
+    const WRITERS: i64 = 32;
+    const _: () = assert!(N % WRITERS == 0, "every writer writes as much");
+    // `--log-level debug` for the server's "watch stream lagged" line.
+    let r = Rusd::start(&["--log-level", "debug"]);
     let mut c = r.client().await;
     let start = put(&mut c, "slow/start", "x").await + 1;
-    let options = || {
-        Some(
-            WatchOptions::new()
-                .with_prefix()
-                .with_start_revision(start)
-                .with_prev_key(),
-        )
+
+    // The slow watcher: its own connection with a small receive window, never read until the
+    // writes are done.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", r.endpoint))
+        .expect("url")
+        .initial_stream_window_size(16 * 1024)
+        .connect()
+        .await
+        .expect("connect");
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: b"slow/".to_vec(),
+                range_end: b"slow0".to_vec(),
+                start_revision: start,
+                prev_kv: true,
+                ..Default::default()
+            },
+        )),
     };
-    let (mut slow, _) = watch(&mut c, "slow/", options()).await;
-    let (mut fast, _) = watch(&mut c, "slow/", options()).await;
+    let requests = tokio_stream::iter([create]).chain(tokio_stream::pending());
+    let mut slow = pb::watch_client::WatchClient::new(channel)
+        .watch(requests)
+        .await
+        .expect("watch")
+        .into_inner();
+    assert!(next_raw(&mut slow).await.created);
+
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(start)
+        .with_prev_key();
+    let (mut fast, _) = watch(&mut c, "slow/", Some(options)).await;
     let reader = tokio::spawn(async move {
         let mut expect = start;
         while expect < start + N {
@@ -427,7 +463,7 @@ async fn slow_consumer_catches_up_without_gaps() {
     for w in 0..WRITERS {
         let mut c = c.clone();
         writers.push(tokio::spawn(async move {
-            let value = "v".repeat(200);
+            let value = "v".repeat(2048);
             for i in 0..N / WRITERS {
                 c.put(format!("slow/{w}/{}", i % 10), value.as_str(), None)
                     .await
@@ -442,20 +478,48 @@ async fn slow_consumer_catches_up_without_gaps() {
         .await
         .expect("fast watcher in time")
         .expect("fast watcher");
+
     let mut expect = start;
+    // Responses with several revisions: only a catch-up from history sends those (live
+    // batches go out one revision per response).
+    let mut from_history = 0;
     while expect < start + N {
-        let ev = next(&mut slow).await;
-        assert!(!ev.canceled(), "{ev:?}");
-        for e in ev.events() {
-            let kv = e.kv().expect("kv");
-            assert_eq!(kv.mod_revision(), expect);
-            if kv.version() > 1 {
-                assert!(e.prev_kv().is_some(), "prev_kv at {expect}");
+        let ev = next_raw(&mut slow).await;
+        assert!(!ev.canceled, "{ev:?}");
+        let first = expect;
+        for e in &ev.events {
+            let kv = e.kv.as_ref().expect("kv");
+            assert_eq!(kv.mod_revision, expect);
+            if kv.version > 1 {
+                assert!(e.prev_kv.is_some(), "prev_kv at {expect}");
             }
             expect += 1;
         }
+        if expect - first > 1 {
+            from_history += 1;
+        }
     }
-    quiet(&mut slow).await;
+    let more = tokio::time::timeout(Duration::from_millis(300), slow.message()).await;
+    assert!(more.is_err(), "unexpected {more:?}");
+    assert!(from_history > 0, "the slow watcher never read history");
+    let lagged = r
+        .log
+        .lock()
+        .expect("log")
+        .iter()
+        .any(|l| l.contains("watch stream lagged; catching up from history"));
+    assert!(lagged, "no stream fell off the live feed");
+}
+
+/// The next response of a raw gRPC watch stream, failing the test after 10 s.
+async fn next_raw(
+    stream: &mut tonic::Streaming<rusd_proto::etcdserverpb::WatchResponse>,
+) -> rusd_proto::etcdserverpb::WatchResponse {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a watch response in time")
+        .expect("no stream error")
+        .expect("stream open")
 }
 
 /// A metric's value from `/metrics`.

@@ -33,7 +33,9 @@
 //!   `created` response carries the current revision and precedes the watcher's events.
 //! * Start revision 0 means "after the current revision"; a future one waits; one below the
 //!   compact revision yields `{canceled, compact_revision}` (header revision 0) after
-//!   `created`.
+//!   `created`. Such a watcher (also one that falls below a compaction while catching up)
+//!   gets nothing more, but its id stays taken until the client cancels it (answered with
+//!   `{canceled}`) or the stream ends.
 //! * Delivery is ordered, without gaps or duplicates: each watcher tracks the next revision it
 //!   owes (`next_rev`). Live batches are delivered one revision per response; catch-up from
 //!   history sends up to 1000 revisions per response. All events of a revision are in one

@@ -236,7 +236,7 @@ impl Session {
     }
 
     async fn cancel(&mut self, id: i64) -> Step {
-        if self.watchers.remove(id).is_none() {
+        if !self.watchers.remove(id) {
             return Ok(());
         }
         self.send(pb::WatchResponse {
@@ -423,7 +423,8 @@ impl Session {
                     .map(|w| w.id)
                     .collect();
                 for id in gone {
-                    self.watchers.remove(id);
+                    // As etcd: the id stays taken until the client cancels it.
+                    self.watchers.compact(id);
                     // etcd's compacted response: header revision 0.
                     out.push(pb::WatchResponse {
                         header: self.header(0),
@@ -655,6 +656,52 @@ mod tests {
         assert!(gone.canceled);
         assert_eq!((gone.watch_id, gone.compact_revision), (0, 3));
         assert_eq!(gone.header.map(|x| x.revision), Some(0));
+        assert_eq!(h.gauge.get(), 1, "counted until canceled, as in etcd");
+
+        // Its id stays taken until the client cancels it.
+        let explicit = |watch_id| pb::WatchCreateRequest {
+            watch_id,
+            ..watch("k")
+        };
+        let auto = h.create(explicit(0)).await;
+        assert_eq!(
+            auto.watch_id, 1,
+            "0 asks for an automatic id, which skips 0"
+        );
+        h.request(pb::watch_request::RequestUnion::CancelRequest(
+            pb::WatchCancelRequest { watch_id: 1 },
+        ))
+        .await;
+        assert!(h.next().await.canceled);
+        let z = h
+            .create(pb::WatchCreateRequest {
+                watch_id: 7,
+                start_revision: 1,
+                ..watch("k")
+            })
+            .await;
+        assert_eq!(z.watch_id, 7);
+        assert_eq!(h.next().await.compact_revision, 3);
+        let dup = h.create(explicit(7)).await;
+        assert_eq!(
+            (dup.watch_id, dup.cancel_reason.as_str()),
+            (-1, DUPLICATE_ID)
+        );
+        for id in [0, 7] {
+            h.request(pb::watch_request::RequestUnion::CancelRequest(
+                pb::WatchCancelRequest { watch_id: id },
+            ))
+            .await;
+            let c = h.next().await;
+            assert_eq!((c.watch_id, c.canceled, c.compact_revision), (id, true, 0));
+        }
+        assert_eq!(h.gauge.get(), 0);
+        assert_eq!(h.create(explicit(7)).await.watch_id, 7);
+        h.request(pb::watch_request::RequestUnion::CancelRequest(
+            pb::WatchCancelRequest { watch_id: 7 },
+        ))
+        .await;
+        assert!(h.next().await.canceled);
 
         // The compact revision itself is still watchable.
         h.create(pb::WatchCreateRequest {

@@ -108,7 +108,7 @@ pub(crate) struct Watcher {
     /// No events sent since the last progress tick.
     pub quiet: bool,
     _prev: Option<PrevKvInterest>,
-    _counted: Counted,
+    counted: Counted,
 }
 
 impl Watcher {
@@ -126,7 +126,7 @@ impl Watcher {
             floor: 0,
             quiet: true,
             _prev: prev,
-            _counted: counted,
+            counted,
         }
     }
 
@@ -147,20 +147,31 @@ impl Watcher {
 }
 
 /// A stream's watchers by id.
+///
+/// A watcher that compaction canceled stays *compacted* here (as in etcd, whose watch stream
+/// keeps it until the client cancels it): it receives nothing and holds no buffer, only its id
+/// (a create with that id is a duplicate, automatic ids skip it) and its place in
+/// `etcd_debugging_mvcc_watcher_total`, until [`WatcherSet::remove`] or the stream ends.
 #[derive(Default)]
 pub(crate) struct WatcherSet {
     map: BTreeMap<i64, Watcher>,
+    compacted: BTreeMap<i64, Counted>,
     next_id: i64,
 }
 
 impl WatcherSet {
+    fn taken(&self, id: i64) -> bool {
+        self.map.contains_key(&id) || self.compacted.contains_key(&id)
+    }
+
     /// The id for a new watcher: `requested` unless it is 0 (server-chosen: the next free one
-    /// counting up from the last), `None` if `requested` is taken. Reserves nothing.
+    /// counting up from the last), `None` if `requested` is taken (by a live or a compacted
+    /// watcher). Reserves nothing.
     pub fn allocate(&mut self, requested: i64) -> Option<i64> {
         if requested != 0 {
-            return (!self.map.contains_key(&requested)).then_some(requested);
+            return (!self.taken(requested)).then_some(requested);
         }
-        while self.map.contains_key(&self.next_id) {
+        while self.taken(self.next_id) {
             self.next_id += 1;
         }
         let id = self.next_id;
@@ -172,8 +183,17 @@ impl WatcherSet {
         self.map.insert(w.id, w);
     }
 
-    pub fn remove(&mut self, id: i64) -> Option<Watcher> {
-        self.map.remove(&id)
+    /// Cancels watcher `id`, live or compacted; whether there was one.
+    pub fn remove(&mut self, id: i64) -> bool {
+        self.map.remove(&id).is_some() || self.compacted.remove(&id).is_some()
+    }
+
+    /// Compaction canceled watcher `id`: it leaves the live watchers (no more events, and its
+    /// `prev_kv` interest ends) but keeps its id until [`WatcherSet::remove`].
+    pub fn compact(&mut self, id: i64) {
+        if let Some(w) = self.map.remove(&id) {
+            self.compacted.insert(id, w.counted);
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Watcher> {
@@ -237,6 +257,27 @@ mod tests {
         assert_eq!(add(&mut set, -7), Some(-7));
         drop(set);
         assert_eq!(gauge.get(), 0);
+    }
+
+    #[test]
+    fn compacted_watchers_keep_their_ids_until_removed() {
+        let mut set = WatcherSet::default();
+        let gauge = IntGauge::new("g", "g").expect("gauge");
+        let spec = Spec::parse(&create(b"k", b"")).expect("spec");
+        for id in [0, 1] {
+            let counted = Counted::new(gauge.clone());
+            set.insert(Watcher::new(id, spec.clone(), 1, None, counted));
+        }
+        set.next_id = 1;
+        set.compact(1);
+        assert_eq!(set.iter().map(|w| w.id).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(gauge.get(), 2, "etcd counts it until canceled");
+        assert_eq!(set.allocate(1), None, "duplicate");
+        assert_eq!(set.allocate(0), Some(2), "automatic ids skip it");
+        assert!(set.remove(1));
+        assert!(!set.remove(1));
+        assert_eq!(gauge.get(), 1);
+        assert_eq!(set.allocate(1), Some(1));
     }
 
     #[test]
