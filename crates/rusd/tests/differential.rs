@@ -30,18 +30,12 @@
 //!   even while watchers catch up; 3.5.8+ and rusd answer only when every watcher of the stream
 //!   is synced. Progress requests are only sent after watchers had time to sync. On a stream
 //!   with no watchers rusd answers like 3.4.23 (`progress_request_on_empty_stream`).
-//! * **`HashKV.hash`**: etcd hashes its bbolt `key` bucket (17-byte revision keys, protobuf
-//!   `KeyValue` values, bucket name first); rusd hashes its own record encoding, so the values
-//!   are not comparable across the two (they only need to agree among rusd members). Only the
-//!   header, `compact_revision` and errors are compared. `hash_revision` (3.6) is ignored.
+//! * **`HashKV.hash_revision`** is a 3.6 field that 3.4 does not send: ignored. The hash itself
+//!   is compared (rusd hashes etcd's bucket layout).
 //! * **`HashKV` at exactly the compaction revision**: 3.4.23 refuses it ("required revision has
 //!   been compacted", `rev <= compactRev`); later releases (3.6 `hashByRev`: `rev < compactRev`)
 //!   and rusd hash it. The random sequences avoid it; `hashkv_at_compact_revision` pins both.
 //! * **`AlarmResponse.header`**: 3.4 sends none; 3.5+ (and rusd) fill it. Dropped from rusd's.
-//! * **Messages over the gRPC limit** (max-request-bytes + 512 KiB): the text is the
-//!   transport's (grpc-go: "grpc: received message larger than max (N vs. M)"; tonic words it
-//!   differently); only the code is compared (`oversized_grpc_message`, open: rusd answers
-//!   `OutOfRange`, etcd `ResourceExhausted`).
 //! * **Negative watch `start_revision`**: 3.4.23 accepts it (like a compacted start, or with no
 //!   compaction yet as a broken "from -1", etcd PR #20693); rusd refuses it at creation like
 //!   that fix (`watch_negative_start`). The random sequences never send one.
@@ -604,11 +598,10 @@ impl World {
     async fn hash_kv(&mut self, revision: i64) -> Outcome<pb::HashKvResponse> {
         self.note(format!("hashkv {revision}"));
         let (mut e, mut r) = both!(self, mnt.hash_kv(pb::HashKvRequest { revision }));
-        // hash_revision is a 3.6 field; 3.4 does not send it. The hash itself is over each
-        // server's own storage encoding (see the list at the top).
+        // hash_revision is a 3.6 field; 3.4 does not send it. The hashes must be equal: rusd
+        // hashes etcd's record layout (lease ids are explicit in these sequences).
         for v in [&mut e, &mut r].into_iter().flatten() {
             v.hash_revision = 0;
-            v.hash = 0;
         }
         self.check("hashkv", e, r)
     }
@@ -620,7 +613,7 @@ impl World {
     async fn watch(
         &mut self,
         s: usize,
-        mut create: pb::WatchCreateRequest,
+        create: pb::WatchCreateRequest,
     ) -> Option<pb::WatchResponse> {
         if s >= self.streams.len() {
             self.streams.push(StreamPair {
@@ -632,14 +625,9 @@ impl World {
             });
         }
         let s = s.min(self.streams.len() - 1);
-        // Open issue (see `compacted_watcher_keeps_its_id_until_canceled`): etcd keeps a
-        // watcher canceled by compaction registered until the client cancels it; rusd frees
-        // the id at once. Keep the random sequences off that difference: compacted starts get
-        // automatic ids, explicit ids avoid such ids, and they are never canceled.
+        // A watcher canceled by compaction keeps its id until the client cancels it (a
+        // "zombie"): it gets no events, but its id is taken and can be canceled.
         let compacted_start = create.start_revision > 0 && create.start_revision < self.compacted;
-        if compacted_start || self.streams[s].zombies.contains(&create.watch_id) {
-            create.watch_id = 0;
-        }
         self.note(format!("watch create stream={s} {}", fmt_watch(&create)));
         let req = pb::WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(create.clone())),
@@ -693,6 +681,7 @@ impl World {
         pair.e.send(&etcd, req.clone()).await;
         pair.r.send(&rusd, req).await;
         pair.watches.retain(|w| w.id != watch_id);
+        pair.zombies.retain(|&id| id != watch_id);
     }
 
     async fn progress(&mut self, s: usize) {
@@ -1315,7 +1304,9 @@ impl World {
             }
             92..=93 => {
                 let live: Vec<usize> = (0..self.streams.len())
-                    .filter(|&s| !self.streams[s].watches.is_empty())
+                    .filter(|&s| {
+                        !self.streams[s].watches.is_empty() || !self.streams[s].zombies.is_empty()
+                    })
                     .collect();
                 if live.is_empty() {
                     return;
@@ -1324,7 +1315,13 @@ impl World {
                 let id = if rng.chance(10) {
                     77
                 } else {
-                    let ids: Vec<i64> = self.streams[s].watches.iter().map(|w| w.id).collect();
+                    let pair = &self.streams[s];
+                    let ids: Vec<i64> = pair
+                        .watches
+                        .iter()
+                        .map(|w| w.id)
+                        .chain(pair.zombies.iter().copied())
+                        .collect();
                     rng.pick(&ids)
                 };
                 self.cancel(s, id).await;
@@ -2356,21 +2353,73 @@ async fn ignore_put_after_delete_in_txn() {
     assert_eq!(got.header.expect("header").revision, 2);
 }
 
-/// A gRPC message over max-request-bytes + 512 KiB: etcd (grpc-go) answers `ResourceExhausted`
-/// "grpc: received message larger than max (2200010 vs. 2097152)"; rusd (tonic's decoder)
-/// answers `OutOfRange` "Error, decoded message length too large: found 2200010 bytes, the
-/// limit is: 2097152 bytes". The text may differ (transport), the code should not.
+/// Messages around the gRPC receive limit M = max-request-bytes + 512 KiB = 2097152. Over M,
+/// etcd (grpc-go) refuses with `ResourceExhausted` "grpc: received message larger than max (N
+/// vs. M)", N the message's length; at M (still over max-request-bytes) the message gets
+/// through and etcd refuses the request itself: "etcdserver: request is too large". On a Watch
+/// stream an oversized message ends the stream with the transport's status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: tonic reports an oversized message as OutOfRange, etcd as ResourceExhausted"]
 async fn oversized_grpc_message() {
     if skip() {
         return;
     }
+    const MAX_REQUEST_BYTES: usize = 1_572_864;
+    const LIMIT: usize = MAX_REQUEST_BYTES + 512 * 1024;
     let w = World::new(0).await;
-    let (e, r) = both!(w, kv.put(kput(b"big", &vec![b'x'; 2_200_000])));
-    let (e, r) = (e.expect_err("etcd"), r.expect_err("rusd"));
-    assert_eq!(e.0, Code::ResourceExhausted, "{e:?}");
-    assert_eq!(r.0, e.0, "{r:?}");
+    let over = |n: usize| {
+        Err((
+            Code::ResourceExhausted,
+            format!("grpc: received message larger than max ({n} vs. {LIMIT})"),
+        ))
+    };
+    let too_large = Err((
+        Code::InvalidArgument,
+        "etcdserver: request is too large".to_string(),
+    ));
+    // A put of key "big" and an n-byte value is 5 + 1 + varint(n) + n bytes: varint(n) is 3
+    // bytes below 2^21 = 2097152, 4 above.
+    for (n, len, expected) in [
+        (2_200_000, 2_200_010, over(2_200_010)),
+        (LIMIT - 8, LIMIT + 1, over(LIMIT + 1)),
+        (LIMIT - 9, LIMIT, too_large.clone()),
+        (MAX_REQUEST_BYTES, MAX_REQUEST_BYTES + 9, too_large.clone()),
+    ] {
+        assert_eq!(5 + 1 + if n < 1 << 21 { 3 } else { 4 } + n, len);
+        let (e, r) = both!(w, kv.put(kput(b"big", &vec![b'x'; n])));
+        assert_eq!(e.map(|_| ()), expected, "etcd, {len}-byte message");
+        assert_eq!(r.map(|_| ()), expected, "rusd, {len}-byte message");
+    }
+    // A watch creation with a 2200000-byte key: 1 + 4 + 2200005 bytes (the create request is
+    // 1 + 4 + 2200000).
+    let req = pb::WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(watch_req(
+            &vec![b'k'; 2_200_000],
+            b"",
+            0,
+        ))),
+    };
+    let first = |conn: Conn, req: pb::WatchRequest| async move {
+        // The request side stays open: the server ends the stream.
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(req).expect("watch request channel");
+        let first = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut stream = conn
+                .watch
+                .clone()
+                .watch(UnboundedReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            stream.message().await
+        })
+        .await
+        .expect("the stream answers");
+        drop(tx);
+        first.map_err(|s| (s.code(), s.message().to_string()))
+    };
+    let e = first(w.etcd.clone(), req.clone()).await;
+    let r = first(w.rusd.clone(), req).await;
+    assert_eq!(e.clone().map(|_| ()), over(2_200_010), "etcd watch: {e:?}");
+    assert_eq!(r.clone().map(|_| ()), over(2_200_010), "rusd watch: {r:?}");
 }
 
 /// `HashKV` at exactly the compaction revision: 3.4.23 refuses, rusd (like 3.6) hashes.
@@ -2503,10 +2552,8 @@ async fn watch_negative_start() {
 
 /// etcd keeps a watcher that compaction canceled registered on its stream until the client
 /// cancels it: a cancel request then gets `{canceled}`, and its id stays taken (an explicit
-/// create with it is a duplicate, automatic ids skip it). rusd forgets the watcher as soon as
-/// it sends the compaction cancel.
+/// create with it is a duplicate, automatic ids skip it). rusd does the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: rusd frees a compacted watcher's id at once; etcd keeps it until canceled"]
 async fn compacted_watcher_keeps_its_id_until_canceled() {
     if skip() {
         return;
