@@ -31,6 +31,8 @@ pub enum Command {
     /// Work on snapshot files.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Load an etcd-compatible endpoint and report throughput and latencies.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// `rusd snapshot ...`
