@@ -1,8 +1,9 @@
 //! Applying committed log entries to the engine: the only code that writes the store.
 //!
-//! Every entry is applied in one engine write transaction that also records the entry's log id,
-//! so the data and "how far the log was applied" are always durable together. Entries at or
-//! below the recorded index were applied before a crash and are skipped.
+//! Every operation is applied in one engine write transaction that also records the entry's log
+//! id (and, inside a batch entry, how many of its operations are done), so the data and "how far
+//! the log was applied" are always durable together. What is at or below the recorded position
+//! was applied before a crash and is skipped.
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ use crate::raft::{LogId, Op, Output, RaftRequest, RaftResponse};
 pub mod keys {
     /// bincode `LogId` of the last applied entry.
     pub const APPLIED_LOG_ID: &[u8] = b"raft/applied_log_id";
+    /// LE u32: how many operations of the batch entry at the applied index are applied.
+    pub const APPLIED_OPS: &[u8] = b"raft/applied_ops";
     /// bincode `StoredMembership` as of the last applied membership entry.
     pub const MEMBERSHIP: &[u8] = b"raft/membership";
 }
@@ -42,23 +45,79 @@ impl Applier {
         request: Option<&RaftRequest>,
         membership: Option<Vec<u8>>,
     ) -> RaftResponse {
-        if log_id.index <= self.store.applied_index() && self.store.applied_index() > 0 {
-            return RaftResponse(Ok(Output::Nothing(true)));
+        let applied = self.store.applied_index();
+        let batch = request.map_or(&[][..], |r| r.batch.as_slice());
+        if batch.is_empty() {
+            if applied > 0 && log_id.index <= applied {
+                return RaftResponse::One(Ok(Output::Nothing(true)));
+            }
+            let op = request.and_then(|r| r.op.as_ref());
+            return RaftResponse::One(self.apply_one(log_id, None, op, membership.as_deref()));
         }
+        // Each operation of a batch is applied (and recorded) on its own: after a crash in the
+        // middle of one, the operations already applied are skipped, the rest applied.
+        let done = if applied > 0 && log_id.index < applied {
+            batch.len()
+        } else if applied > 0 && log_id.index == applied {
+            match self.applied_ops() {
+                Ok(n) => n,
+                Err(e) => return RaftResponse::One(Err(e)),
+            }
+        } else {
+            0
+        };
+        RaftResponse::Batch(
+            batch
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    if i < done {
+                        return Ok(Output::Nothing(true));
+                    }
+                    let pos = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                    self.apply_one(log_id, Some(pos), r.op.as_ref(), None)
+                })
+                .collect(),
+        )
+    }
+
+    /// How many operations of the batch entry at the applied index were applied.
+    fn applied_ops(&self) -> Result<usize, ServerError> {
+        let tx = self.store.backend().read();
+        Ok(match tx.get(Table::Members, keys::APPLIED_OPS)? {
+            Some(b) if b.len() == 4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
+            // Recorded by a release without batches: the whole entry was applied.
+            _ => usize::MAX,
+        })
+    }
+
+    /// Applies one operation in one engine write transaction that also records the log id (and
+    /// for a batch, how many of its operations are applied with this one: `pos`).
+    fn apply_one(
+        &self,
+        log_id: LogId,
+        pos: Option<u32>,
+        op: Option<&Op>,
+        membership: Option<&[u8]>,
+    ) -> Result<Output, ServerError> {
         let record = |w: &mut rusd_mvcc::WriteTxn<'_>| -> Result<(), ServerError> {
             w.set_applied_index(log_id.index);
             let id =
                 bincode::serialize(&log_id).map_err(|e| ServerError::Internal(e.to_string()))?;
             w.put_raw(Table::Members, keys::APPLIED_LOG_ID, &id)?;
-            if let Some(m) = &membership {
+            if let Some(pos) = pos {
+                w.put_raw(Table::Members, keys::APPLIED_OPS, &pos.to_le_bytes())?;
+            }
+            if let Some(m) = membership {
                 w.put_raw(Table::Members, keys::MEMBERSHIP, m)?;
             }
             Ok(())
         };
-        let Some(op) = request.and_then(|r| r.op.as_ref()) else {
+        let Some(op) = op else {
             let mut w = self.store.write();
-            let result = record(&mut w).and_then(|()| w.commit().map_err(ServerError::from));
-            return RaftResponse(result.map(|_| Output::Nothing(true)));
+            record(&mut w)?;
+            w.commit()?;
+            return Ok(Output::Nothing(true));
         };
         let mut w = self.store.write();
         let mut after: Option<Box<dyn FnOnce() + '_>> = None;
@@ -82,7 +141,7 @@ impl Applier {
                 f();
             }
         }
-        RaftResponse(result)
+        result
     }
 
     fn apply_op<'a>(
@@ -186,5 +245,101 @@ fn fill_revision(output: Output, revision: i64) -> Output {
             Output::LeaseRevoke(r)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId};
+
+    fn applier() -> (Applier, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            MvccStore::open(rusd_mvcc::StoreConfig::new(dir.path().join("db"))).expect("open");
+        let applier = Applier {
+            store,
+            lessor: Arc::new(Lessor::new(1)),
+            alarms: Arc::new(Alarms::default()),
+        };
+        (applier, dir)
+    }
+
+    fn put(k: &str) -> Op {
+        Op::Put(pb::PutRequest {
+            key: k.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+    }
+
+    fn log_id(index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn revisions(r: RaftResponse) -> Vec<i64> {
+        let RaftResponse::Batch(results) = r else {
+            panic!("not a batch: {r:?}");
+        };
+        results
+            .into_iter()
+            .map(|o| match o.expect("applied") {
+                Output::Put(p) => p.header.expect("header").revision,
+                Output::Nothing(_) => 0,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_gives_each_operation_its_own_revision() {
+        let (a, _dir) = applier();
+        let batch = RaftRequest::batch([put("a"), put("b"), put("c")]);
+        assert_eq!(revisions(a.apply(log_id(3), Some(&batch), None)), [2, 3, 4]);
+        // Replayed after a restart: nothing is applied twice.
+        assert_eq!(revisions(a.apply(log_id(3), Some(&batch), None)), [0, 0, 0]);
+        assert_eq!(a.store.current_revision(), 4);
+    }
+
+    #[test]
+    fn a_batch_cut_by_a_crash_resumes_after_its_last_applied_operation() {
+        let (a, _dir) = applier();
+        // The crash came after the first operation of entry 3 was applied (and recorded).
+        assert!(a
+            .apply_one(log_id(3), Some(1), Some(&put("a")), None)
+            .is_ok());
+        let batch = RaftRequest::batch([put("a"), put("b"), put("c")]);
+        assert_eq!(revisions(a.apply(log_id(3), Some(&batch), None)), [0, 3, 4]);
+        let keys = a
+            .store
+            .range(&rusd_mvcc::RangeRequest::new("a", "d"))
+            .expect("range");
+        assert_eq!(
+            keys.kvs.iter().map(|kv| kv.version).collect::<Vec<_>>(),
+            [1, 1, 1],
+            "each key written once"
+        );
+        // Older entries are skipped whole; a new one-operation entry applies.
+        assert_eq!(revisions(a.apply(log_id(2), Some(&batch), None)), [0, 0, 0]);
+        let one = RaftRequest::new(put("d"));
+        match a.apply(log_id(4), Some(&one), None) {
+            RaftResponse::One(Ok(Output::Put(p))) => {
+                assert_eq!(p.header.expect("header").revision, 5);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_operation_in_a_batch_fails_alone() {
+        let (a, _dir) = applier();
+        let revoke_missing = Op::LeaseRevoke(pb::LeaseRevokeRequest { id: 42 });
+        let batch = RaftRequest::batch([put("a"), revoke_missing, put("b")]);
+        let RaftResponse::Batch(results) = a.apply(log_id(2), Some(&batch), None) else {
+            panic!("not a batch");
+        };
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert!(results[1].is_err(), "{:?}", results[1]);
+        assert_eq!(a.store.current_revision(), 3);
     }
 }

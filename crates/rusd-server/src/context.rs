@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use rusd_mvcc::MvccStore;
 use rusd_proto::etcdserverpb as pb;
 
@@ -12,7 +12,7 @@ use crate::alarm::Alarms;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::lease::Lessor;
-use crate::raft::{Op, Output, Raft, RaftRequest};
+use crate::raft::{Op, Output, Raft};
 
 /// Shared server state.
 pub struct Ctx {
@@ -22,6 +22,8 @@ pub struct Ctx {
     pub store: MvccStore,
     /// The log.
     pub raft: Raft,
+    /// Batches proposals into log entries.
+    pub proposer: crate::raft::proposer::Proposer,
     /// Lease deadlines.
     pub lessor: Arc<Lessor>,
     /// Raised alarms.
@@ -60,13 +62,10 @@ impl Ctx {
     /// What applying returned, or etcd's availability errors.
     pub async fn propose(&self, op: Op) -> Result<Output, ServerError> {
         let timeout = self.config.request_timeout();
-        let write = self.raft.client_write(RaftRequest::new(op));
-        let response = match tokio::time::timeout(timeout, write).await {
-            Err(_) => return Err(ServerError::Timeout),
-            Ok(Err(e)) => return Err(map_write_error(e)),
-            Ok(Ok(r)) => r,
-        };
-        response.data.0
+        match tokio::time::timeout(timeout, self.proposer.propose(op)).await {
+            Err(_) => Err(ServerError::Timeout),
+            Ok(result) => result,
+        }
     }
 
     /// Waits until this member has applied everything committed when the read began (Raft
@@ -103,19 +102,6 @@ impl Ctx {
             {
                 return false;
             }
-        }
-    }
-}
-
-fn map_write_error(e: RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> ServerError {
-    match e {
-        RaftError::Fatal(_) => ServerError::Stopped,
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_id {
-            Some(_) => ServerError::NotLeader,
-            None => ServerError::NoLeader,
-        },
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            ServerError::Internal(e.to_string())
         }
     }
 }

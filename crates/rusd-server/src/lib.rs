@@ -6,7 +6,7 @@
 //! | [`server`] | start and stop a member |
 //! | [`config`] | settings with etcd's names and defaults |
 //! | [`context`] | shared state; propose through the log; read index |
-//! | [`raft`] | openraft types, log store, state machine, peer network |
+//! | [`raft`] | openraft types, proposal batching, log store and its group-commit writer, state machine, peer network |
 //! | [`apply`] | applying committed entries to the engine |
 //! | [`grpc`] | the gRPC services and the one error-to-status mapping |
 //! | [`router`] | gRPC and HTTP on one listener |

@@ -1,8 +1,8 @@
 //! The Raft log on its own redb file: entries by index, plus vote, committed and purge marks.
 //!
-//! `append` commits durably (fdatasync) before it reports the entries flushed. openraft hands
-//! over whatever accumulated while the previous append was syncing, so concurrent writes share
-//! one fsync (group commit).
+//! `append` hands the entries to the [`LogWriter`] thread, which commits everything queued
+//! while its previous fsync ran in one durable transaction (group commit) and only then reports
+//! the entries flushed. Until then (and for a while after) readers find them in its tail.
 
 // openraft's `StorageError` is large, and its traits fix the error type.
 #![allow(clippy::result_large_err)]
@@ -16,6 +16,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, RaftLogReader, StorageError, StorageIOError, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::log_writer::LogWriter;
 use super::{LogId, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -38,6 +39,7 @@ fn io_err(
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    writer: LogWriter,
 }
 
 impl LogStore {
@@ -54,7 +56,9 @@ impl LogStore {
         txn.open_table(LOG)?;
         txn.open_table(META)?;
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let writer = LogWriter::start(db.clone(), LOG).map_err(redb::StorageError::from)?;
+        Ok(Self { db, writer })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> StorageResult<Option<T>> {
@@ -80,6 +84,12 @@ impl LogStore {
         txn.commit().map_err(|e| write(&e))
     }
 
+    /// Waits until every queued append is durable.
+    fn barrier(&self, subject: ErrorSubject<u64>, verb: ErrorVerb) -> StorageResult<()> {
+        let writer = self.writer.clone();
+        tokio::task::block_in_place(move || writer.barrier()).map_err(|e| io_err(subject, verb, e))
+    }
+
     fn last_entry_id(&self) -> StorageResult<Option<LogId>> {
         let read = |e: &dyn std::fmt::Display| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let txn = self.db.begin_read().map_err(|e| read(&e))?;
@@ -98,16 +108,38 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
         let read = |e: &dyn std::fmt::Display| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
-        let txn = self.db.begin_read().map_err(|e| read(&e))?;
-        let table = txn.open_table(LOG).map_err(|e| read(&e))?;
-        let bounds: (Bound<u64>, Bound<u64>) =
-            (range.start_bound().cloned(), range.end_bound().cloned());
-        let mut out = Vec::new();
-        for item in table.range(bounds).map_err(|e| read(&e))? {
-            let (_, v) = item.map_err(|e| read(&e))?;
-            out.push(bincode::deserialize(v.value()).map_err(|e| read(&e))?);
+        let from = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => match i.checked_sub(1) {
+                Some(i) => i,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => u64::MAX,
+        };
+        // Recent entries (the state machine reads each right after its commit) come from the
+        // writer's tail; older ones from disk, with the tail laid over them.
+        if let Some(entries) = self.writer.tail().lock().get(from, to) {
+            return Ok(entries);
         }
-        Ok(out)
+        let mut out = std::collections::BTreeMap::new();
+        {
+            let txn = self.db.begin_read().map_err(|e| read(&e))?;
+            let table = txn.open_table(LOG).map_err(|e| read(&e))?;
+            for item in table.range(from..=to).map_err(|e| read(&e))? {
+                let (k, v) = item.map_err(|e| read(&e))?;
+                out.insert(
+                    k.value(),
+                    bincode::deserialize(v.value()).map_err(|e| read(&e))?,
+                );
+            }
+        }
+        self.writer.tail().lock().overlay(from, to, &mut out);
+        Ok(out.into_values().collect())
     }
 }
 
@@ -115,6 +147,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        self.barrier(ErrorSubject::Logs, ErrorVerb::Read)?;
         let last_purged_log_id: Option<LogId> = self.get_meta(PURGED)?.flatten();
         let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
         Ok(LogState {
@@ -161,30 +194,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let write = |e: &dyn std::fmt::Display| io_err(ErrorSubject::Logs, ErrorVerb::Write, e);
-        let db = self.db.clone();
-        let result = tokio::task::block_in_place(|| -> StorageResult<()> {
-            let txn = db.begin_write().map_err(|e| write(&e))?;
-            {
-                let mut table = txn.open_table(LOG).map_err(|e| write(&e))?;
-                for entry in entries {
-                    let bytes = bincode::serialize(&entry).map_err(|e| write(&e))?;
-                    table
-                        .insert(entry.log_id.index, bytes.as_slice())
-                        .map_err(|e| write(&e))?;
-                }
-            }
-            txn.commit().map_err(|e| write(&e))
-        });
-        match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
-        }
-        result
+        self.writer.append(entries.into_iter().collect(), callback);
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> StorageResult<()> {
         let write = |e: &dyn std::fmt::Display| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e);
+        // Queued appends land first, so that none of them rewrites a truncated index later.
+        self.barrier(ErrorSubject::Logs, ErrorVerb::Delete)?;
         let txn = self.db.begin_write().map_err(|e| write(&e))?;
         {
             let mut table = txn.open_table(LOG).map_err(|e| write(&e))?;
@@ -192,7 +209,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .retain_in(log_id.index.., |_, _| false)
                 .map_err(|e| write(&e))?;
         }
-        txn.commit().map_err(|e| write(&e))
+        txn.commit().map_err(|e| write(&e))?;
+        self.writer.tail().lock().truncate(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> StorageResult<()> {
@@ -208,6 +227,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .retain_in(..=log_id.index, |_, _| false)
                 .map_err(|e| write(&e))?;
         }
-        txn.commit().map_err(|e| write(&e))
+        txn.commit().map_err(|e| write(&e))?;
+        self.writer.tail().lock().purge(log_id.index);
+        Ok(())
     }
 }

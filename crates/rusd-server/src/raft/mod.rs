@@ -15,7 +15,9 @@
 //! is idempotent.
 
 pub mod log_store;
+pub mod log_writer;
 pub mod network;
+pub mod proposer;
 pub mod request;
 pub mod state_machine;
 

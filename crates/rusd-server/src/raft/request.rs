@@ -16,6 +16,10 @@ pub struct RaftRequest {
     /// The operation.
     #[prost(oneof = "Op", tags = "1, 2, 3, 4, 5, 6, 7")]
     pub op: Option<Op>,
+    /// Instead of `op`: client requests proposed together as one entry (see
+    /// [`crate::raft::proposer`]), applied in order, each as if it were its own entry.
+    #[prost(message, repeated, tag = "8")]
+    pub batch: Vec<RaftRequest>,
 }
 
 /// The operations the log carries.
@@ -47,7 +51,18 @@ pub enum Op {
 impl RaftRequest {
     /// Wraps an operation.
     pub fn new(op: Op) -> Self {
-        Self { op: Some(op) }
+        Self {
+            op: Some(op),
+            batch: Vec::new(),
+        }
+    }
+
+    /// Several operations in one entry.
+    pub fn batch(ops: impl IntoIterator<Item = Op>) -> Self {
+        Self {
+            op: None,
+            batch: ops.into_iter().map(Self::new).collect(),
+        }
     }
 }
 
@@ -61,6 +76,7 @@ impl std::fmt::Display for RaftRequest {
             Some(Op::LeaseGrant(_)) => "lease_grant",
             Some(Op::LeaseRevoke(_)) => "lease_revoke",
             Some(Op::Alarm(_)) => "alarm",
+            None if !self.batch.is_empty() => return write!(f, "batch of {}", self.batch.len()),
             None => "empty",
         };
         f.write_str(name)
@@ -118,16 +134,26 @@ pub enum Output {
     Nothing(bool),
 }
 
-/// What a proposer gets back: the output, or the error applying it produced.
+/// What a proposer gets back: the output, or the error applying it produced; for a batch, one
+/// of those per operation, in order.
 #[derive(Debug)]
-pub struct RaftResponse(pub Result<Output, ServerError>);
+pub enum RaftResponse {
+    /// The result of a one-operation (or blank or membership) entry.
+    One(Result<Output, ServerError>),
+    /// The results of a batch entry.
+    Batch(Vec<Result<Output, ServerError>>),
+}
 
 impl Clone for RaftResponse {
     fn clone(&self) -> Self {
-        Self(match &self.0 {
+        let copy = |r: &Result<Output, ServerError>| match r {
             Ok(o) => Ok(o.clone()),
             Err(e) => Err(remote(e)),
-        })
+        };
+        match self {
+            Self::One(r) => Self::One(copy(r)),
+            Self::Batch(rs) => Self::Batch(rs.iter().map(copy).collect()),
+        }
     }
 }
 
@@ -140,27 +166,54 @@ fn remote(e: &ServerError) -> ServerError {
 }
 
 #[derive(Serialize, Deserialize)]
-enum WireResponse {
+enum WireResult {
     Ok(serde_bytes_shim::ByteBuf),
     Err { code: i32, message: String },
 }
 
-impl Serialize for RaftResponse {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let wire = match &self.0 {
-            Ok(o) => WireResponse::Ok(serde_bytes_shim::ByteBuf(
+#[derive(Serialize, Deserialize)]
+enum WireResponse {
+    One(WireResult),
+    Batch(Vec<WireResult>),
+}
+
+impl WireResult {
+    fn from_result(r: &Result<Output, ServerError>) -> Self {
+        match r {
+            Ok(o) => Self::Ok(serde_bytes_shim::ByteBuf(
                 ApplyOutput {
                     output: Some(o.clone()),
                 }
                 .encode_to_vec(),
             )),
             Err(e) => match remote(e) {
-                ServerError::Remote { code, message } => WireResponse::Err { code, message },
-                other => WireResponse::Err {
+                ServerError::Remote { code, message } => Self::Err { code, message },
+                other => Self::Err {
                     code: 2,
                     message: other.to_string(),
                 },
             },
+        }
+    }
+
+    fn into_result(self) -> Result<Result<Output, ServerError>, prost::DecodeError> {
+        Ok(match self {
+            Self::Ok(bytes) => {
+                let out = ApplyOutput::decode(bytes.0.as_slice())?;
+                Ok(out.output.unwrap_or(Output::Nothing(true)))
+            }
+            Self::Err { code, message } => Err(ServerError::Remote { code, message }),
+        })
+    }
+}
+
+impl Serialize for RaftResponse {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let wire = match self {
+            Self::One(r) => WireResponse::One(WireResult::from_result(r)),
+            Self::Batch(rs) => {
+                WireResponse::Batch(rs.iter().map(WireResult::from_result).collect())
+            }
         };
         wire.serialize(s)
     }
@@ -168,14 +221,16 @@ impl Serialize for RaftResponse {
 
 impl<'de> Deserialize<'de> for RaftResponse {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(RaftResponse(match WireResponse::deserialize(d)? {
-            WireResponse::Ok(bytes) => {
-                let out =
-                    ApplyOutput::decode(bytes.0.as_slice()).map_err(serde::de::Error::custom)?;
-                Ok(out.output.unwrap_or(Output::Nothing(true)))
-            }
-            WireResponse::Err { code, message } => Err(ServerError::Remote { code, message }),
-        }))
+        let err = serde::de::Error::custom;
+        Ok(match WireResponse::deserialize(d)? {
+            WireResponse::One(r) => RaftResponse::One(r.into_result().map_err(err)?),
+            WireResponse::Batch(rs) => RaftResponse::Batch(
+                rs.into_iter()
+                    .map(WireResult::into_result)
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?,
+            ),
+        })
     }
 }
 
@@ -237,12 +292,24 @@ mod tests {
         let json = serde_json::to_string(&req).unwrap();
         assert_eq!(serde_json::from_str::<RaftRequest>(&json).unwrap(), req);
 
-        let ok = RaftResponse(Ok(Output::Put(pb::PutResponse::default())));
+        let batch = RaftRequest::batch([
+            Op::Put(pb::PutRequest::default()),
+            Op::LeaseRevoke(pb::LeaseRevokeRequest { id: 3 }),
+        ]);
+        let bytes = bincode::serialize(&batch).unwrap();
+        assert_eq!(bincode::deserialize::<RaftRequest>(&bytes).unwrap(), batch);
+        assert_eq!(batch.to_string(), "batch of 2");
+
+        let ok = RaftResponse::One(Ok(Output::Put(pb::PutResponse::default())));
         let back: RaftResponse = bincode::deserialize(&bincode::serialize(&ok).unwrap()).unwrap();
-        assert!(matches!(back.0, Ok(Output::Put(_))));
-        let err = RaftResponse(Err(ServerError::NoSpace));
-        let back: RaftResponse = bincode::deserialize(&bincode::serialize(&err).unwrap()).unwrap();
-        let status = tonic::Status::from(back.0.unwrap_err());
+        assert!(matches!(back, RaftResponse::One(Ok(Output::Put(_)))));
+        let both = RaftResponse::Batch(vec![Ok(Output::Nothing(true)), Err(ServerError::NoSpace)]);
+        let back: RaftResponse = bincode::deserialize(&bincode::serialize(&both).unwrap()).unwrap();
+        let RaftResponse::Batch(results) = back else {
+            panic!("not a batch");
+        };
+        assert!(matches!(results[0], Ok(Output::Nothing(true))));
+        let status = tonic::Status::from(results.into_iter().nth(1).unwrap().unwrap_err());
         assert_eq!(
             status.message(),
             "etcdserver: mvcc: database space exceeded"
