@@ -9,7 +9,7 @@
 //! * timings ("took = ..."), `endpoint status` version ("3.4.23" vs rusd's "3.5.17"), db sizes,
 //!   raft indexes; `endpoint hashkv` hash values (each server hashes its own storage encoding);
 //!   `snapshot status` hash / size / key count (the bbolt file rusd writes is not byte-identical);
-//! * lock / election keys carry a session lease id: 16-hex-digit tokens become `<ID>`.
+//! * lock / election keys carry a session lease id: 13-16-hex-digit tokens become `<ID>`.
 
 mod common;
 mod real_etcd;
@@ -339,12 +339,13 @@ fn table(s: &str, blank: &[&str]) -> String {
     rows.join("\n")
 }
 
-/// 16-hex-digit tokens (session lease ids in lock / election keys) become `<ID>`.
+/// Hex tokens of 13-16 digits (session lease ids in lock / election keys) become `<ID>`.
 fn hex_ids(s: &str) -> String {
     let mut out = String::new();
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut String| {
-        if word.len() == 16 && word.chars().all(|c| c.is_ascii_hexdigit()) {
+        // etcd prints lease ids with %x: leading zeros dropped, so 13 to 16 digits.
+        if (13..=16).contains(&word.len()) && word.chars().all(|c| c.is_ascii_hexdigit()) {
             out.push_str("<ID>");
         } else {
             out.push_str(word);
