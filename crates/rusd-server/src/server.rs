@@ -124,8 +124,12 @@ impl Server {
             heartbeat_interval: heartbeat,
             election_timeout_min: election,
             election_timeout_max: election * 2,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
-            max_in_snapshot_log_to_keep: 5000,
+            // A log entry carries a batch of requests, so etcd's --snapshot-count (requests
+            // between snapshots) is counted by the proposer, which triggers the snapshots.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            // Entries kept behind a snapshot for followers that lag a little (etcd keeps 5,000
+            // requests; an entry holds up to 1,024).
+            max_in_snapshot_log_to_keep: 100,
             ..Default::default()
         }
         .validate()
@@ -158,7 +162,10 @@ impl Server {
             watch: crate::watch::WatchHub::new(store.clone()),
             config: config.clone(),
             store,
-            proposer: crate::raft::proposer::Proposer::start(raft.clone()),
+            proposer: crate::raft::proposer::Proposer::start(
+                raft.clone(),
+                config.snapshot_count.max(1),
+            ),
             raft,
             lessor,
             alarms,

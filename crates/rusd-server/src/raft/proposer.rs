@@ -8,6 +8,7 @@
 //! Applying a batch gives each operation its own revision, in queue order, exactly as separate
 //! entries would (see `apply.rs`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -32,10 +33,12 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the batching task for `raft`.
-    pub fn start(raft: Raft) -> Self {
+    /// Starts the batching task for `raft`; after every `snapshot_count` operations applied it
+    /// asks for a snapshot (etcd's `--snapshot-count`), which makes the engine durable and lets
+    /// the log be purged.
+    pub fn start(raft: Raft, snapshot_count: u64) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, rx, snapshot_count));
         Self { queue }
     }
 
@@ -52,8 +55,9 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>) {
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>, snapshot_count: u64) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let since_snapshot = Arc::new(AtomicU64::new(0));
     while let Some(first) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -71,9 +75,21 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>) {
             }
         }
         let raft = raft.clone();
+        let since_snapshot = since_snapshot.clone();
         tokio::spawn(async move {
+            let n = batch.len() as u64;
             submit(&raft, batch).await;
             drop(slot);
+            let total = since_snapshot.fetch_add(n, Ordering::Relaxed) + n;
+            if total >= snapshot_count
+                && since_snapshot
+                    .compare_exchange(total, 0, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                if let Err(e) = raft.trigger().snapshot().await {
+                    tracing::warn!(error = %e, "could not trigger a snapshot");
+                }
+            }
         });
     }
 }
