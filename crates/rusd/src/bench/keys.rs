@@ -119,19 +119,6 @@ impl KeySpace {
     }
 }
 
-/// etcd's prefix end: `prefix` with its last byte below 0xff incremented; `"\0"` (everything
-/// from the key on) when there is none.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,13 +140,6 @@ mod tests {
         assert_eq!(ks.index_of(b"k/00123"), None);
         assert_eq!(ks.index_of(b"k/001000"), None);
         assert_eq!(ks.index_of(b"x/000123"), None);
-    }
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_end(b"a/"), b"a0");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b""), b"\0");
     }
 
     #[test]

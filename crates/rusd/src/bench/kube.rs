@@ -36,7 +36,9 @@ use tonic::{Code, Status};
 
 use super::client::Conns;
 use super::driver::{self, Worker};
-use super::keys::{prefix_end, random_value, KeySpace, Rng};
+use rusd_mvcc::key_range::prefix_end;
+
+use super::keys::{random_value, KeySpace, Rng};
 use super::report::{Recorder, Report, MISSING_EVENT};
 use super::stamp::{Clock, STAMP_LEN};
 use super::watcher::{self, canceled, Handler};
