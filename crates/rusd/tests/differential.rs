@@ -316,6 +316,22 @@ impl Side {
         }
     }
 
+    /// Reads until a stream-wide progress response (`watch_id` -1, no events) arrives, for at
+    /// most `limit`: etcd answers a progress request on its own goroutine, so a write sent right
+    /// after the request could otherwise land before the answer and raise its revision.
+    async fn until_progress(&mut self, limit: Duration) {
+        let Some(rx) = self.rx.as_mut() else { return };
+        let deadline = tokio::time::Instant::now() + limit;
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            let progress = matches!(&m, Ok(r) if r.watch_id == -1 && r.events.is_empty()
+                && !r.created && !r.canceled);
+            self.got.push(m);
+            if progress {
+                return;
+            }
+        }
+    }
+
     /// Collects whatever arrived, waiting until nothing came for `quiet`.
     async fn drain(&mut self, quiet: Duration) {
         let Some(rx) = self.rx.as_mut() else { return };
@@ -701,6 +717,9 @@ impl World {
         let pair = &mut self.streams[s];
         pair.e.send(&etcd, req.clone()).await;
         pair.r.send(&rusd, req).await;
+        // Both answer before the next operation (an answer may also not come: watchers unsynced).
+        pair.e.until_progress(Duration::from_millis(500)).await;
+        pair.r.until_progress(Duration::from_millis(500)).await;
     }
 
     /// Waits for the streams to go quiet and compares what every watcher received.
