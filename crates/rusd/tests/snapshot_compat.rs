@@ -13,14 +13,12 @@
 mod common;
 mod real_etcd;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use common::Rusd;
 use etcd_client::{Client, CompactionOptions, DeleteOptions, GetOptions, PutOptions};
+use real_etcd::Etcd;
 
 /// One key at one revision: key, value, create_revision, mod_revision, version, lease.
 type Row = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
@@ -215,87 +213,6 @@ fn rusd_status_matches_etcdctl(file: &Path) -> serde_json::Value {
     status
 }
 
-/// A real etcd on an existing data dir with explicit ports; killed when dropped.
-struct EtcdProcess {
-    child: Option<Child>,
-    endpoint: String,
-}
-
-impl EtcdProcess {
-    fn start(data_dir: &Path, peer_port: u16) -> EtcdProcess {
-        let client = real_etcd::free_port();
-        let curl = format!("http://127.0.0.1:{client}");
-        let purl = format!("http://127.0.0.1:{peer_port}");
-        let mut child = Command::new(real_etcd::ETCD)
-            .arg("--name=default")
-            .arg(format!("--data-dir={}", data_dir.display()))
-            .arg(format!("--listen-client-urls={curl}"))
-            .arg(format!("--advertise-client-urls={curl}"))
-            .arg(format!("--listen-peer-urls={purl}"))
-            .arg(format!("--initial-advertise-peer-urls={purl}"))
-            .arg(format!("--initial-cluster=default={purl}"))
-            .arg("--logger=zap")
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn etcd");
-        let stderr = child.stderr.take().expect("stderr");
-        let log: Arc<Mutex<Vec<String>>> = Default::default();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("log").push(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !log
-            .lock()
-            .expect("log")
-            .iter()
-            .any(|l| l.contains("serving client traffic"))
-        {
-            if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
-                let _ = child.kill();
-                panic!("etcd did not start: {:?}", log.lock().expect("log"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        EtcdProcess {
-            child: Some(child),
-            endpoint: format!("127.0.0.1:{client}"),
-        }
-    }
-
-    /// SIGTERM (etcd commits its backend before exiting) and wait.
-    fn stop(mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !matches!(c.try_wait(), Ok(Some(_))) {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 async fn connect(endpoint: &str) -> Client {
     Client::connect([endpoint], None).await.expect("connect")
 }
@@ -343,7 +260,7 @@ async fn a_real_etcd_snapshot_migrates_to_rusd() {
     if !have_etcd() {
         return;
     }
-    let etcd = real_etcd::Etcd::start(&[]);
+    let etcd = Etcd::start(&[]);
     let mut c = connect(&etcd.endpoint).await;
     let (compacted, old_revision, lease) = populate(&mut c).await;
     let before = state(&mut c, compacted, old_revision, lease).await;
@@ -385,7 +302,7 @@ async fn a_stopped_etcds_data_dir_is_taken_over() {
     }
     let work = tempfile::tempdir().unwrap();
     let data: PathBuf = work.path().join("etcd-data");
-    let etcd = EtcdProcess::start(&data, real_etcd::free_port());
+    let etcd = Etcd::start_in(&data, real_etcd::free_port());
     let mut c = connect(&etcd.endpoint).await;
     let (compacted, old_revision, lease) = populate(&mut c).await;
     let before = state(&mut c, compacted, old_revision, lease).await;
@@ -434,7 +351,7 @@ async fn a_rusd_snapshot_restores_into_real_etcd() {
     let restored = work.path().join("for-etcd");
     let peer = real_etcd::free_port();
     snapshot_restore(&file, &restored, &format!("http://127.0.0.1:{peer}"));
-    let etcd = EtcdProcess::start(&restored, peer);
+    let etcd = Etcd::start_in(&restored, peer);
     let mut e = connect(&etcd.endpoint).await;
     let after = state(&mut e, compacted, old_revision, lease).await;
     assert_eq!(after, before);

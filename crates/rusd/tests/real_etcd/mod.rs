@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ pub struct Etcd {
     /// `127.0.0.1:port`
     pub endpoint: String,
     pub data_dir: PathBuf,
-    _tmp: tempfile::TempDir,
+    _tmp: Option<tempfile::TempDir>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -50,11 +50,26 @@ impl Etcd {
         unreachable!()
     }
 
+    /// Starts etcd on an existing (or new) `data_dir` with a given peer port, as after a
+    /// snapshot restore; the directory is the caller's.
+    pub fn start_in(data_dir: &Path, peer: u16) -> Etcd {
+        Self::spawn(data_dir.to_path_buf(), peer, &[], None)
+            .unwrap_or_else(|log| panic!("etcd did not start: {log:?}"))
+    }
+
     fn try_start(extra: &[&str]) -> Result<Etcd, Vec<String>> {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("etcd");
+        Self::spawn(data_dir, free_port(), extra, Some(tmp))
+    }
+
+    fn spawn(
+        data_dir: PathBuf,
+        peer: u16,
+        extra: &[&str],
+        tmp: Option<tempfile::TempDir>,
+    ) -> Result<Etcd, Vec<String>> {
         let client = free_port();
-        let peer = free_port();
         let curl = format!("http://127.0.0.1:{client}");
         let purl = format!("http://127.0.0.1:{peer}");
         let mut child = Command::new(ETCD)
@@ -109,6 +124,23 @@ impl Etcd {
             _tmp: tmp,
             log,
         })
+    }
+
+    /// SIGTERM (etcd commits its backend before exiting) and wait.
+    pub fn stop(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !matches!(c.try_wait(), Ok(Some(_))) {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     /// `http://127.0.0.1:port`
