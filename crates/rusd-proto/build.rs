@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/etcd/api/etcdserverpb/rpc.proto",
     "proto/etcd/server/etcdserver/api/v3lock/v3lockpb/v3lock.proto",
     "proto/etcd/server/etcdserver/api/v3election/v3electionpb/v3election.proto",
+    "proto/rusd/peerpb/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

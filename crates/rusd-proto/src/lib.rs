@@ -14,6 +14,7 @@
 //! | [`authpb`] | `authpb`: `User`, `Role`, `Permission` |
 //! | [`v3lockpb`] | `v3lockpb`: the Lock service |
 //! | [`v3electionpb`] | `v3electionpb`: the Election service |
+//! | [`peerpb`] | rusd's peer protocol between members (Raft messages, forwarding) |
 //!
 //! ```
 //! use rusd_proto::etcdserverpb::RangeRequest;
@@ -51,6 +52,11 @@ pub mod v3lockpb {
 pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
+}
+
+/// rusd's own peer protocol (member to member; no pbjson: the gateway never serves it).
+pub mod peerpb {
+    include!(concat!(env!("OUT_DIR"), "/peerpb.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of every proto (for reflection and tests).

@@ -39,6 +39,16 @@ impl Alarms {
         })
     }
 
+    /// Reloads the alarms from `store` (after a snapshot replaced its contents).
+    ///
+    /// # Errors
+    /// A backend error.
+    pub fn reload(&self, store: &MvccStore) -> rusd_mvcc::Result<()> {
+        let fresh = Self::load(store)?;
+        *self.raised.write() = fresh.raised.into_inner();
+        Ok(())
+    }
+
     /// Records an applied activation.
     pub fn activate(&self, member: u64, alarm: i32) {
         self.raised.write().insert((member, alarm));

@@ -37,6 +37,29 @@ pub struct Applier {
 }
 
 impl Applier {
+    /// Replaces the engine's whole state with a snapshot stream received from the leader (the
+    /// file at `path`, removed afterwards), then reloads what the server keeps beside it.
+    ///
+    /// # Errors
+    /// The stream is corrupt (nothing changed then) or the engine failed.
+    pub fn install_snapshot(&self, path: &std::path::Path) -> Result<(), ServerError> {
+        let file = std::fs::File::open(path).map_err(rusd_mvcc::Error::from)?;
+        let installed = self
+            .store
+            .install_snapshot(std::io::BufReader::with_capacity(1 << 20, file));
+        let _ = std::fs::remove_file(path);
+        installed?;
+        self.lessor
+            .replace_all(self.store.leases().into_iter().map(|l| (l.id, l.ttl)));
+        self.alarms.reload(&self.store)?;
+        tracing::info!(
+            revision = self.store.current_revision(),
+            applied_index = self.store.applied_index(),
+            "installed a snapshot from the leader"
+        );
+        Ok(())
+    }
+
     /// Applies one entry; `request` is `None` for blank and membership entries. `membership` is
     /// the bincode of the membership to record with it, if it changed.
     pub fn apply(

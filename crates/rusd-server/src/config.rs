@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::tls::TlsSettings;
+
 /// Auto-compaction settings (`--auto-compaction-mode`, `--auto-compaction-retention`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AutoCompaction {
@@ -26,8 +28,22 @@ pub struct ServerConfig {
     pub listen_client: Vec<SocketAddr>,
     /// Client URLs told to others (`--advertise-client-urls`).
     pub advertise_client_urls: Vec<String>,
+    /// Client listeners serving TLS (`https://` in `--listen-client-urls`). An address in both
+    /// `listen_client` and here serves both on one port.
+    pub listen_client_tls: Vec<SocketAddr>,
+    /// Client TLS (`--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`,
+    /// `--auto-tls`, `--client-crl-file`).
+    pub client_tls: TlsSettings,
     /// Peer listener (`--listen-peer-urls`).
     pub listen_peer: Vec<SocketAddr>,
+    /// Peer listeners serving TLS (`https://` in `--listen-peer-urls`).
+    pub listen_peer_tls: Vec<SocketAddr>,
+    /// Peer TLS, for the peer listeners and for dialling `https://` peers (`--peer-cert-file`,
+    /// `--peer-key-file`, `--peer-trusted-ca-file`, `--peer-client-cert-auth`,
+    /// `--peer-auto-tls`, `--peer-crl-file`).
+    pub peer_tls: TlsSettings,
+    /// TLS 1.2 cipher suites, Go's names (`--cipher-suites`); empty: rustls' defaults.
+    pub cipher_suites: Vec<String>,
     /// Peer URLs told to others (`--initial-advertise-peer-urls`).
     pub advertise_peer_urls: Vec<String>,
     /// `--initial-cluster`: `name=url,...`.
@@ -64,7 +80,12 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("default.rusd"),
             listen_client: vec![SocketAddr::from(([127, 0, 0, 1], 2379))],
             advertise_client_urls: vec!["http://localhost:2379".into()],
+            listen_client_tls: Vec::new(),
+            client_tls: TlsSettings::default(),
             listen_peer: vec![SocketAddr::from(([127, 0, 0, 1], 2380))],
+            listen_peer_tls: Vec::new(),
+            peer_tls: TlsSettings::default(),
+            cipher_suites: Vec::new(),
             advertise_peer_urls: vec!["http://localhost:2380".into()],
             initial_cluster: vec![("default".into(), "http://localhost:2380".into())],
             initial_cluster_token: "etcd-cluster".into(),

@@ -12,7 +12,9 @@ use crate::alarm::Alarms;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::lease::Lessor;
+use crate::raft::route::Forwarded;
 use crate::raft::{Op, Output, Raft};
+use rusd_proto::peerpb::ReadIndexRequest;
 
 /// Shared server state.
 pub struct Ctx {
@@ -38,6 +40,12 @@ pub struct Ctx {
     pub metrics: crate::metrics::Metrics,
     /// Watch fan-out.
     pub watch: crate::watch::WatchHub,
+    /// Where leader-only requests go.
+    pub router: crate::raft::route::Router,
+    /// Serializes membership changes.
+    pub reconfig: crate::reconfig::Reconfig,
+    /// openraft's settings (timeouts).
+    pub raft_config: Arc<openraft::Config>,
 }
 
 impl Ctx {
@@ -75,12 +83,70 @@ impl Ctx {
     /// etcd's availability errors.
     pub async fn read_index(&self) -> Result<(), ServerError> {
         let timeout = self.config.request_timeout();
-        match tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await {
+        match tokio::time::timeout(timeout, self.read_index_round()).await {
             Err(_) => Err(ServerError::Timeout),
-            Ok(Err(RaftError::Fatal(_))) => Err(ServerError::Stopped),
-            Ok(Err(RaftError::APIError(_))) => Err(ServerError::NoLeader),
-            Ok(Ok(_)) => Ok(()),
+            Ok(result) => result,
         }
+    }
+
+    async fn read_index_round(&self) -> Result<(), ServerError> {
+        let forwarded = self
+            .router
+            .forward(self.leader_wait(), |mut leader| async move {
+                leader.read_index(ReadIndexRequest {}).await
+            })
+            .await?;
+        let index = match forwarded {
+            Forwarded::Local => self.leader_read_index().await?,
+            Forwarded::Remote(answer) => answer.index,
+        };
+        if self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index)
+            < index
+        {
+            self.raft
+                .wait(None)
+                .applied_index_at_least(Some(index), "read index")
+                .await
+                .map_err(|_| ServerError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// On the leader: confirms the leadership with a quorum and returns the index a
+    /// linearizable read must wait for.
+    ///
+    /// # Errors
+    /// Not the leader any more; stopped.
+    pub async fn leader_read_index(&self) -> Result<u64, ServerError> {
+        let _pass = self.router.pass().await;
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::Fatal(_)) => Err(ServerError::Stopped),
+            Err(RaftError::APIError(_)) => Err(ServerError::NoLeader),
+        }
+    }
+
+    /// How long a request waits for a leader to be known (a few elections' worth; etcd lets
+    /// a proposal wait for its whole request timeout).
+    pub fn leader_wait(&self) -> Duration {
+        self.config.election_timeout * 5
+    }
+
+    /// Whether this member is a learner (etcd then serves only Status and serializable
+    /// Range). A member added as a voter and not yet promoted is not one.
+    pub fn is_learner(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        membership
+            .get_node(&self.member_id)
+            .is_some_and(|node| !node.promote)
+            && !membership.voter_ids().any(|v| v == self.member_id)
     }
 
     /// The current leader's id, if one is known.

@@ -51,6 +51,28 @@ pub enum ServerError {
     /// Authentication is not enabled (rusd has no auth yet).
     #[error("authentication is not enabled")]
     AuthNotEnabled,
+    /// MoveLeader: the transferee did not become leader in time (etcd passes this one as
+    /// code Unknown).
+    #[error("leader transfer took too long")]
+    TransferTimeout,
+    /// A learner serves only Status and serializable Range.
+    #[error("rpc not supported for learner")]
+    NotSupportedForLearner,
+    /// MemberAdd with peer URLs another member has.
+    #[error("peer URLs already exist")]
+    PeerUrlExists,
+    /// MemberAdd whose new id is taken.
+    #[error("member ID already exists")]
+    MemberExists,
+    /// Peer URLs that are not URLs.
+    #[error("given member URLs are invalid")]
+    MemberBadUrls,
+    /// MemberPromote of a learner that has not caught up with the leader.
+    #[error("learner not in sync")]
+    LearnerNotReady,
+    /// MemberAdd of a second learner.
+    #[error("too many learners")]
+    TooManyLearners,
     /// MemberPromote of a member that is not a learner.
     #[error("can only promote a learner member")]
     MemberNotLearner,

@@ -16,8 +16,10 @@
 //! | [`alarm`], [`quota`] | alarms and the space quota |
 //! | [`convert`] | protobuf <-> engine types |
 //! | [`etcd_compat`] | etcd's bolt layout for the server's buckets; importing an etcd data dir |
-//! | [`membership`], [`ids`] | etcd-compatible member, cluster and lease ids |
+//! | [`membership`], [`ids`] | members (openraft's node type); etcd-compatible member, cluster and lease ids |
+//! | [`reconfig`] | membership changes and leader transfer, on the leader |
 //! | [`metrics`] | Prometheus metrics |
+//! | [`tls`] | TLS for the client and peer listeners and for dialling peers (rustls) |
 
 pub mod alarm;
 pub mod apply;
@@ -34,8 +36,10 @@ pub mod membership;
 pub mod metrics;
 pub mod quota;
 pub mod raft;
+pub mod reconfig;
 pub mod router;
 pub mod server;
+pub mod tls;
 pub mod watch;
 
 pub use config::ServerConfig;

@@ -1,6 +1,11 @@
 //! One listener serves both gRPC (HTTP/2, `content-type: application/grpc`) and the HTTP API
 //! (gateway JSON, `/health`, `/version`, `/metrics`).
 //!
+//! A learner refuses every call but Status and serializable Range ("etcdserver: rpc not
+//! supported for learner"), as etcd does. Calls with `hasleader: true` metadata fail with "etcdserver: no leader" while the member
+//! knows no leader (etcd's interceptor); watch streams that asked for it also end when the
+//! leader stays lost (see [`crate::grpc::watch`]).
+//!
 //! The gRPC receive limit (`--max-request-bytes` + 512 KiB, as etcd) is enforced by
 //! [`MessageLimitLayer`] on the gRPC routes only, so that an oversized message is refused with
 //! grpc-go's status; tonic's own decoding limit is the same number and only a backstop (the layer
@@ -66,9 +71,45 @@ pub fn router(ctx: Arc<Ctx>) -> axum::Router {
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX),
     );
+    let leader_ctx = ctx.clone();
     routes
         .prepare()
         .into_axum_router()
         .layer(MessageLimitLayer::new(limit))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let refuse = if requires_leader(request.headers()) && leader_ctx.leader().is_none()
+                {
+                    Some(crate::error::ServerError::NoLeader)
+                } else if leader_ctx.is_learner() && !learner_serves(request.uri().path()) {
+                    Some(crate::error::ServerError::NotSupportedForLearner)
+                } else {
+                    None
+                };
+                async move {
+                    if let Some(e) = refuse {
+                        return tonic::Status::from(e).into_http();
+                    }
+                    next.run(request).await
+                }
+            },
+        ))
         .merge(crate::gateway::routes(ctx))
+}
+
+/// What a learner serves (etcd's `isRPCSupportedForLearner`): Status, and Range, which refuses
+/// linearizable reads itself.
+fn learner_serves(path: &str) -> bool {
+    matches!(
+        path,
+        "/etcdserverpb.Maintenance/Status" | "/etcdserverpb.KV/Range"
+    )
+}
+
+/// Whether a gRPC call asks to fail when the member has no leader (clientv3's
+/// `WithRequireLeader`: metadata `hasleader: true`), which etcd checks on every call.
+pub fn requires_leader(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("hasleader")
+        .is_some_and(|v| v.as_bytes() == b"true")
 }

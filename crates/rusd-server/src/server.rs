@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use rusd_mvcc::{MvccStore, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -15,8 +14,10 @@ use crate::apply::Applier;
 use crate::config::ServerConfig;
 use crate::context::Ctx;
 use crate::lease::Lessor;
+use crate::membership::MemberNode;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::Network;
+use crate::raft::network::{Network, Peers};
+use crate::raft::route::{Forwarded, Router};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Op, Raft};
 
@@ -43,6 +44,9 @@ pub enum StartError {
     /// A flag value is not usable.
     #[error("{0}")]
     Config(String),
+    /// TLS files or flags are not usable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running member.
@@ -53,6 +57,7 @@ pub struct Server {
     pub client_addrs: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    removed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Server {
@@ -86,58 +91,66 @@ impl Server {
             alarms: alarms.clone(),
         });
 
-        let peer_urls = config.own_peer_urls();
-        let member_id = crate::membership::member_id(&peer_urls, &config.initial_cluster_token);
-        let members: BTreeMap<u64, openraft::BasicNode> = config
-            .initial_cluster
-            .iter()
-            .map(|(name, url)| {
-                let urls: Vec<String> = config
-                    .initial_cluster
-                    .iter()
-                    .filter(|(n, _)| n == name)
-                    .map(|(_, u)| u.clone())
-                    .collect();
-                (
-                    crate::membership::member_id(&urls, &config.initial_cluster_token),
-                    openraft::BasicNode::new(url.clone()),
-                )
-            })
-            .collect();
-        if members.len() > 1 {
-            return Err(StartError::Config(
-                "clusters of more than one member arrive with issue #5; use a single-member \
-                 --initial-cluster"
-                    .into(),
-            ));
-        }
-        let cluster_id =
-            crate::membership::cluster_id(&members.keys().copied().collect::<Vec<_>>());
+        // Before anything listens or dials: auto TLS writes its certificates under the data dir.
+        let tls = crate::tls::MemberTls::prepare(&config)?;
+        let peers = Arc::new(Peers::from_env().with_tls(tls.peer_dial.clone()));
+        let initial = initial_members(&config);
+        let own_urls = config.own_peer_urls();
+        let (member_id, cluster_id) = match log
+            .identity()
+            .map_err(|e| StartError::Raft(e.to_string()))?
+        {
+            Some(ids) => ids,
+            None if config.initial_cluster_new => {
+                let me = crate::membership::member_id(&own_urls, &config.initial_cluster_token);
+                if !initial.contains_key(&me) {
+                    return Err(StartError::Config(format!(
+                        "couldn't find local name {:?} in the initial cluster configuration",
+                        config.name
+                    )));
+                }
+                let ids: Vec<u64> = initial.keys().copied().collect();
+                (me, crate::membership::cluster_id(&ids))
+            }
+            None => discover(&config, &peers).await?,
+        };
+        log.save_identity(member_id, cluster_id)
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        // Snapshot streams left by a crash mid-receive.
+        let _ =
+            std::fs::remove_dir_all(config.data_dir.join("member").join("snap").join("received"));
 
         let heartbeat = config.heartbeat_interval.as_millis().max(10) as u64;
         let election = config
             .election_timeout
             .as_millis()
             .max(heartbeat as u128 * 2) as u64;
-        let raft_config = openraft::Config {
-            cluster_name: config.initial_cluster_token.clone(),
-            heartbeat_interval: heartbeat,
-            election_timeout_min: election,
-            election_timeout_max: election * 2,
-            // A log entry carries a batch of requests, so etcd's --snapshot-count (requests
-            // between snapshots) is counted by the proposer, which triggers the snapshots.
-            snapshot_policy: openraft::SnapshotPolicy::Never,
-            // Entries kept behind a snapshot for followers that lag a little (etcd keeps 5,000
-            // requests; an entry holds up to 1,024).
-            max_in_snapshot_log_to_keep: 100,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft_config = Arc::new(
+            openraft::Config {
+                cluster_name: config.initial_cluster_token.clone(),
+                heartbeat_interval: heartbeat,
+                // openraft's followers refuse votes for a leader lease of election_timeout_max
+                // and start an election a random timeout after that, so a failed leader is
+                // replaced after 1.5-2x --election-timeout (etcd: 1-2x).
+                election_timeout_min: (election / 2).max(heartbeat + 1),
+                election_timeout_max: election,
+                // A log entry carries a batch of requests, so etcd's --snapshot-count (requests
+                // between snapshots) is counted by the proposer, which triggers the snapshots.
+                snapshot_policy: openraft::SnapshotPolicy::Never,
+                // Entries kept behind a snapshot for followers that lag a little (etcd keeps
+                // 5,000 requests; an entry holds up to 1,024).
+                max_in_snapshot_log_to_keep: 100,
+                // A snapshot is streamed as one call; its time is not bounded by a timeout.
+                install_snapshot_timeout: 60_000,
+                ..Default::default()
+            }
+            .validate()
+            .map_err(|e| StartError::Raft(e.to_string()))?,
+        );
         let raft = Raft::new(
             member_id,
-            Arc::new(raft_config),
-            Network,
+            raft_config.clone(),
+            Network::new(peers.clone()),
             log,
             StateMachine::new(applier),
         )
@@ -147,15 +160,24 @@ impl Server {
             .is_initialized()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !initialized {
-            raft.initialize(members.clone())
+        if !initialized && config.initial_cluster_new {
+            raft.initialize(initial.clone())
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
-        } else {
-            // A single member need not wait an election timeout to lead again.
-            let _ = raft.trigger().elect().await;
+        } else if initialized {
+            let single = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+                voters == [member_id]
+            };
+            if single {
+                // A single member need not wait an election timeout to lead again.
+                let _ = raft.trigger().elect().await;
+            }
         }
 
+        let router = Router::new(raft.clone(), member_id, peers.clone());
         let ctx = Arc::new(Ctx {
             ids: crate::ids::IdGenerator::new(member_id),
             metrics: crate::metrics::Metrics::new(),
@@ -164,49 +186,86 @@ impl Server {
             store,
             proposer: crate::raft::proposer::Proposer::start(
                 raft.clone(),
+                router.clone(),
                 config.snapshot_count.max(1),
+                config.election_timeout * 5,
             ),
+            router,
+            reconfig: crate::reconfig::Reconfig::default(),
+            raft_config,
             raft,
             lessor,
             alarms,
             member_id,
             cluster_id,
         });
+
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for (addr, accept) in crate::tls::listener::addresses(
+            &config.listen_peer,
+            &config.listen_peer_tls,
+            tls.peer.as_ref(),
+        ) {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            let served = accept.describe();
+            let listener = crate::tls::listener::Listener::new(listener, accept, "peer")
+                .map_err(|source| StartError::Listen { addr, source })?;
+            tracing::info!(peer_listener = %addr, served, "listening for peers");
+            let router = crate::grpc::peer::router(ctx.clone());
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "peer listener failed");
+                }
+            }));
+        }
+
         if !ctx.wait_leader(config.election_timeout * 5).await {
             tracing::warn!("no leader yet; serving anyway");
         }
         lessor_refresh(&ctx);
-
-        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-        let mut tasks = Vec::new();
         tasks.push(tokio::spawn(expire_leases(
             ctx.clone(),
             shutdown_rx.clone(),
         )));
+        tasks.push(tokio::spawn(promote_members(
+            ctx.clone(),
+            shutdown_rx.clone(),
+        )));
+        let (removed_tx, removed) = tokio::sync::watch::channel(false);
+        tasks.push(tokio::spawn(watch_removal(
+            ctx.clone(),
+            removed_tx,
+            shutdown_rx.clone(),
+        )));
 
         let mut client_addrs = Vec::new();
-        for addr in &config.listen_client {
+        for (addr, accept) in crate::tls::listener::addresses(
+            &config.listen_client,
+            &config.listen_client_tls,
+            tls.client.as_ref(),
+        ) {
             let listener = TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Listen {
-                    addr: *addr,
-                    source,
-                })?;
-            let bound = listener.local_addr().map_err(|source| StartError::Listen {
-                addr: *addr,
-                source,
-            })?;
+                .map_err(|source| StartError::Listen { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| StartError::Listen { addr, source })?;
             client_addrs.push(bound);
+            let secure = accept.tls.is_some();
+            let served = accept.describe();
+            // TCP_NODELAY is set on every accepted connection (see the listener).
+            let listener = crate::tls::listener::Listener::new(listener, accept, "client")
+                .map_err(|source| StartError::Listen { addr, source })?;
             let router = crate::router::router(ctx.clone());
             let mut stop = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {
-                // Without TCP_NODELAY a small response waits for the peer's delayed ACK
-                // (Nagle): ~40 ms per request on one connection.
-                let listener = listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::warn!(error = %e, "could not set TCP_NODELAY");
-                    }
-                });
                 let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|s| *s).await;
                 });
@@ -214,13 +273,18 @@ impl Server {
                     tracing::error!(error = %e, "client listener failed");
                 }
             }));
-            tracing::info!(address = %bound, "serving client traffic insecurely; this is strongly discouraged!");
+            if secure {
+                tracing::info!(address = %bound, served, "serving client traffic with TLS");
+            } else {
+                tracing::info!(address = %bound, "serving client traffic insecurely; this is strongly discouraged!");
+            }
         }
         tracing::info!(
             cluster_version = crate::VERSION_CLUSTER,
             "enabled capabilities for version {}",
             crate::VERSION_CLUSTER
         );
+        publish(&ctx).await;
         tracing::info!(
             member_id = format!("{member_id:x}").as_str(),
             cluster_id = format!("{cluster_id:x}").as_str(),
@@ -232,7 +296,17 @@ impl Server {
             client_addrs,
             tasks,
             shutdown,
+            removed,
         })
+    }
+
+    /// Resolves when this member has been removed from the cluster (it then has nothing left
+    /// to serve; etcd stops such a member).
+    pub async fn removed(&self) {
+        let mut removed = self.removed.clone();
+        if removed.wait_for(|r| *r).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Stops listening, stops Raft, and closes the store (everything applied is durable after).
@@ -244,6 +318,174 @@ impl Server {
         let _ = self.ctx.raft.shutdown().await;
         let store = self.ctx.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+}
+
+/// The members of `--initial-cluster`, by id (a member may have several peer URLs).
+fn initial_members(config: &ServerConfig) -> BTreeMap<u64, MemberNode> {
+    let mut by_name: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, url) in &config.initial_cluster {
+        by_name.entry(name).or_default().push(url.clone());
+    }
+    by_name
+        .into_iter()
+        .map(|(name, urls)| {
+            (
+                crate::membership::member_id(&urls, &config.initial_cluster_token),
+                MemberNode::initial(name, urls),
+            )
+        })
+        .collect()
+}
+
+/// A member joining an existing cluster (`--initial-cluster-state existing`) learns its id and
+/// the cluster's from the members it was told about: its id is the member with its peer URLs.
+async fn discover(config: &ServerConfig, peers: &Peers) -> Result<(u64, u64), StartError> {
+    let own = config.own_peer_urls();
+    let others: Vec<&String> = config
+        .initial_cluster
+        .iter()
+        .map(|(_, u)| u)
+        .filter(|u| !own.contains(u))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut last_error = String::from("no other member in --initial-cluster");
+    loop {
+        for url in &others {
+            let answer = match peers.client_at(url) {
+                Ok(mut client) => tokio::time::timeout(
+                    Duration::from_secs(1),
+                    client.members(rusd_proto::peerpb::MembersRequest {}),
+                )
+                .await
+                .map_err(|_| format!("{url}: timed out"))
+                .and_then(|r| r.map_err(|e| format!("{url}: {e}"))),
+                Err(e) => Err(e.to_string()),
+            };
+            match answer {
+                Ok(answer) => {
+                    let answer = answer.into_inner();
+                    let me = answer
+                        .members
+                        .iter()
+                        .find(|m| m.peer_ur_ls.iter().any(|u| own.contains(u)));
+                    return match me {
+                        Some(m) => Ok((m.id, answer.cluster_id)),
+                        None => Err(StartError::Config(format!(
+                            "member with peer URLs {own:?} is not in the cluster (add it with \
+                             `etcdctl member add` first)"
+                        ))),
+                    };
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StartError::Config(format!(
+                "cannot fetch cluster info from peer urls: {last_error}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Records this member's name and client URLs in the membership (etcd's publish), retrying
+/// for a while; a member that cannot publish yet serves anyway and keeps trying.
+async fn publish(ctx: &Arc<Ctx>) {
+    let attempt = |ctx: Arc<Ctx>| async move {
+        let (name, urls) = (
+            ctx.config.name.clone(),
+            ctx.config.advertise_client_urls.clone(),
+        );
+        let request = rusd_proto::peerpb::PublishRequest {
+            id: ctx.member_id,
+            name: name.clone(),
+            client_urls: urls.clone(),
+        };
+        let forwarded = ctx
+            .router
+            .forward(ctx.leader_wait(), |mut leader| {
+                let request = request.clone();
+                async move { leader.publish(request).await }
+            })
+            .await?;
+        match forwarded {
+            Forwarded::Local => ctx.leader_publish(ctx.member_id, name, urls).await,
+            Forwarded::Remote(_) => Ok(()),
+        }
+    };
+    // Readiness ("published") waits for this, as etcd's does: a member list must show every
+    // started member with its client URLs.
+    let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
+    loop {
+        match attempt(ctx.clone()).await {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "publishing this member failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not publish this member yet; retrying in the background");
+                break;
+            }
+        }
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        // Bounded: a member that was removed meanwhile never succeeds.
+        for _ in 0..7_200 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match attempt(ctx.clone()).await {
+                Ok(()) => return,
+                Err(e) => tracing::debug!(error = %e, "publishing this member failed; retrying"),
+            }
+        }
+    });
+}
+
+/// How long start-up waits for this member's publish before serving anyway.
+const PUBLISH_WAIT: Duration = Duration::from_secs(30);
+
+/// Notices this member's removal: once it has been in the applied membership, a membership
+/// without it means it was removed.
+async fn watch_removal(
+    ctx: Arc<Ctx>,
+    removed: tokio::sync::watch::Sender<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut metrics = ctx.raft.metrics();
+    let mut was_member = false;
+    loop {
+        let present = {
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            membership.get_node(&ctx.member_id).is_some()
+        };
+        if present {
+            was_member = true;
+        } else if was_member {
+            tracing::error!(
+                member = format!("{:x}", ctx.member_id).as_str(),
+                "this member was removed from the cluster"
+            );
+            let _ = removed.send(true);
+            return;
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Promotes members added as voters once they have caught up (on the leader).
+async fn promote_members(ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        ctx.promote_caught_up().await;
     }
 }
 

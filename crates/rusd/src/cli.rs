@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "rusd",
     disable_version_flag = true,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // Go's flag package takes a repeated flag (the last wins); etcd's e2e suite repeats
+    // --client-cert-auth.
+    args_override_self = true
 )]
 pub struct Cli {
     /// What to do; serving when none is given.
@@ -27,6 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve (the default).
+    #[command(args_override_self = true)]
     Serve(Box<ServeFlags>),
     /// Work on snapshot files.
     #[command(subcommand)]
@@ -191,53 +195,66 @@ pub struct ServeFlags {
     /// Authentication token type (`simple`; auth is not supported yet).
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
-    /// Unsupported TLS and security flags: any value fails with a clear message.
+    /// TLS for clients and peers.
+    #[command(flatten)]
+    pub tls: TlsFlags,
+    /// Unsupported flags: any value fails with a clear message.
     #[command(flatten)]
     pub unsupported: UnsupportedFlags,
+}
+
+/// TLS flags, named as etcd's (see `rusd_server::tls`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsFlags {
+    /// Client TLS: certificate file (PEM).
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<String>,
+    /// Client TLS: key file (PEM).
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<String>,
+    /// Client TLS: CA that client certificates must chain to (setting it requires them).
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<String>,
+    /// Client TLS: require client certificates signed by --trusted-ca-file.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub client_cert_auth: Option<bool>,
+    /// Client TLS with a self-signed certificate made at start (under <data-dir>/fixtures/client).
+    #[arg(long, env = "ETCD_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
+    pub auto_tls: Option<bool>,
+    /// Client TLS: certificate revocation list (PEM or DER); revoked client certs are refused.
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<String>,
+    /// TLS 1.2 cipher suites, comma-separated Go names (rustls implements the ECDHE AES-GCM
+    /// and ChaCha20-Poly1305 ones; others are left out with a warning). TLS 1.3 stays on.
+    #[arg(long, env = "ETCD_CIPHER_SUITES")]
+    pub cipher_suites: Option<String>,
+    /// Peer TLS: certificate file (PEM), served and presented when dialling peers.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<String>,
+    /// Peer TLS: key file (PEM).
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<String>,
+    /// Peer TLS: CA that peers' certificates must chain to (both directions).
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<String>,
+    /// Peer TLS: require peers to present certificates signed by --peer-trusted-ca-file.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub peer_client_cert_auth: Option<bool>,
+    /// Peer TLS with a self-signed certificate (under <data-dir>/fixtures/peer); peers are not
+    /// verified.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
+    pub peer_auto_tls: Option<bool>,
+    /// Peer TLS: certificate revocation list for peers' certificates.
+    #[arg(long, env = "ETCD_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<String>,
 }
 
 /// Flags rusd does not support yet; giving one fails at start with a clear message.
 #[derive(Args, Debug, Clone, Default)]
 pub struct UnsupportedFlags {
-    /// TLS: client certificate (not supported yet).
-    #[arg(long, env = "ETCD_CERT_FILE")]
-    pub cert_file: Option<String>,
-    /// TLS: client key (not supported yet).
-    #[arg(long, env = "ETCD_KEY_FILE")]
-    pub key_file: Option<String>,
-    /// TLS: trusted CA (not supported yet).
-    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
-    pub trusted_ca_file: Option<String>,
-    /// TLS: client certificate auth (not supported yet).
-    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
-    pub client_cert_auth: Option<bool>,
-    /// TLS: automatic certificates (not supported yet).
-    #[arg(long, env = "ETCD_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
-    pub auto_tls: Option<bool>,
-    /// Peer TLS: certificate (ignored with a warning: a single member has no peers).
-    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
-    pub peer_cert_file: Option<String>,
-    /// Peer TLS: key (ignored with a warning).
-    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
-    pub peer_key_file: Option<String>,
-    /// Peer TLS: trusted CA (ignored with a warning).
-    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
-    pub peer_trusted_ca_file: Option<String>,
-    /// Peer TLS: client certificate auth (ignored with a warning).
-    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
-    pub peer_client_cert_auth: Option<bool>,
-    /// Peer TLS: automatic certificates (ignored with a warning).
-    #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
-    pub peer_auto_tls: Option<bool>,
     /// Start a new cluster from this member's data (not supported yet).
     #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", num_args = 0..=1, default_missing_value = "true")]
     pub force_new_cluster: Option<bool>,
-    /// TLS: certificate revocation list (not supported yet).
-    #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
-    pub client_crl_file: Option<String>,
-    /// TLS: cipher suites (not supported yet).
-    #[arg(long, env = "ETCD_CIPHER_SUITES")]
-    pub cipher_suites: Option<String>,
     /// Separate metrics listener (not supported yet; /metrics is on the client port).
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,

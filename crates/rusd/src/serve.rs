@@ -5,27 +5,34 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use rusd_server::config::AutoCompaction;
+use rusd_server::config::{AutoCompaction, TlsSettings};
 use rusd_server::{Server, ServerConfig};
 
 use crate::cli::ServeFlags;
 
-/// Parses `http://host:port[,http://...]` into socket addresses (`https` only where
-/// `allow_tls`: peer URLs, which a single member never serves).
-fn listen_addrs(urls: &str, flag: &str, allow_tls: bool) -> anyhow::Result<Vec<SocketAddr>> {
-    let mut out = Vec::new();
+/// The addresses of a `--listen-*-urls` flag, by scheme.
+#[derive(Debug, Default)]
+struct Listen {
+    /// From `http://` URLs.
+    plain: Vec<SocketAddr>,
+    /// From `https://` URLs.
+    tls: Vec<SocketAddr>,
+    /// The URLs' hosts, for an auto-TLS certificate.
+    hosts: Vec<String>,
+}
+
+/// Parses `http[s]://host:port[,...]` into socket addresses by scheme.
+fn listen_addrs(urls: &str, flag: &str) -> anyhow::Result<Listen> {
+    let mut out = Listen::default();
     for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
+        let (rest, tls) = if let Some(rest) = url.strip_prefix("http://") {
+            (rest, false)
         } else if let Some(rest) = url.strip_prefix("https://") {
-            if !allow_tls {
-                bail!("--{flag} {url}: TLS is not supported yet");
-            }
-            rest
+            (rest, true)
         } else if url.starts_with("unix://") || url.starts_with("unixs://") {
             bail!("--{flag} {url}: unix sockets are not supported yet");
         } else {
-            bail!("--{flag} {url}: expected http://host:port");
+            bail!("--{flag} {url}: expected http://host:port or https://host:port");
         };
         let hostport = rest.trim_end_matches('/');
         let addrs: Vec<SocketAddr> = hostport
@@ -39,12 +46,48 @@ fn listen_addrs(urls: &str, flag: &str, allow_tls: bool) -> anyhow::Result<Vec<S
             .or(addrs.first())
             .copied()
             .ok_or_else(|| anyhow!("--{flag} {url}: no address"))?;
-        out.push(pick);
+        if tls {
+            out.tls.push(pick);
+        } else {
+            out.plain.push(pick);
+        }
+        let host = hostport
+            .rsplit_once(':')
+            .map_or(hostport, |(h, _)| h)
+            .trim_matches(|c| c == '[' || c == ']');
+        if !out.hosts.iter().any(|h| h == host) {
+            out.hosts.push(host.to_owned());
+        }
     }
-    if out.is_empty() {
+    if out.plain.is_empty() && out.tls.is_empty() {
         bail!("--{flag} is empty");
     }
     Ok(out)
+}
+
+/// The TLS settings of the flags: clients' and peers'.
+fn tls_settings(flags: &ServeFlags, client: &Listen, peer: &Listen) -> (TlsSettings, TlsSettings) {
+    let t = &flags.tls;
+    let path = |p: &Option<String>| p.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from);
+    let client_tls = TlsSettings {
+        cert_file: path(&t.cert_file),
+        key_file: path(&t.key_file),
+        trusted_ca_file: path(&t.trusted_ca_file),
+        client_cert_auth: t.client_cert_auth == Some(true),
+        auto_tls: t.auto_tls == Some(true),
+        crl_file: path(&t.client_crl_file),
+        auto_tls_hosts: client.hosts.clone(),
+    };
+    let peer_tls = TlsSettings {
+        cert_file: path(&t.peer_cert_file),
+        key_file: path(&t.peer_key_file),
+        trusted_ca_file: path(&t.peer_trusted_ca_file),
+        client_cert_auth: t.peer_client_cert_auth == Some(true),
+        auto_tls: t.peer_auto_tls == Some(true),
+        crl_file: path(&t.peer_crl_file),
+        auto_tls_hosts: peer.hosts.clone(),
+    };
+    (client_tls, peer_tls)
 }
 
 fn urls(list: &str) -> Vec<String> {
@@ -115,17 +158,8 @@ fn auto_compaction(mode: &str, retention: &str) -> anyhow::Result<AutoCompaction
     }
 }
 
-/// A single member sends no peer traffic, so peer TLS settings change nothing yet; say so.
+/// Flags that are accepted but change nothing; say so.
 fn warn_ignored(flags: &ServeFlags) {
-    let u = &flags.unsupported;
-    if u.peer_cert_file.is_some()
-        || u.peer_key_file.is_some()
-        || u.peer_trusted_ca_file.is_some()
-        || u.peer_client_cert_auth == Some(true)
-        || u.peer_auto_tls == Some(true)
-    {
-        tracing::warn!("peer TLS flags are ignored: a single member has no peer traffic (clusters arrive with issue #5)");
-    }
     if flags.experimental_initial_corrupt_check == Some(true) {
         tracing::info!(
             "--experimental-initial-corrupt-check: a single member has no peer to compare with"
@@ -137,19 +171,10 @@ fn reject_unsupported(flags: &ServeFlags) -> anyhow::Result<()> {
     let u = &flags.unsupported;
     let set = |name: &str, present: bool| -> anyhow::Result<()> {
         if present {
-            bail!(
-                "--{name} is not supported yet (rusd has no TLS or this feature yet; see README)"
-            );
+            bail!("--{name} is not supported yet (see README)");
         }
         Ok(())
     };
-    set("cert-file", u.cert_file.is_some())?;
-    set("key-file", u.key_file.is_some())?;
-    set("trusted-ca-file", u.trusted_ca_file.is_some())?;
-    set("client-cert-auth", u.client_cert_auth == Some(true))?;
-    set("auto-tls", u.auto_tls == Some(true))?;
-    set("client-crl-file", u.client_crl_file.is_some())?;
-    set("cipher-suites", u.cipher_suites.is_some())?;
     set("force-new-cluster", u.force_new_cluster == Some(true))?;
     set("listen-metrics-urls", u.listen_metrics_urls.is_some())?;
     set("enable-v2", flags.enable_v2 == Some(true))?;
@@ -186,6 +211,9 @@ pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
         "existing" => false,
         other => bail!("--initial-cluster-state {other:?}: expected new or existing"),
     };
+    let client = listen_addrs(&flags.listen_client_urls, "listen-client-urls")?;
+    let peer = listen_addrs(&flags.listen_peer_urls, "listen-peer-urls")?;
+    let (client_tls, peer_tls) = tls_settings(flags, &client, &peer);
     Ok(ServerConfig {
         name: flags.name.clone(),
         data_dir: PathBuf::from(
@@ -194,9 +222,19 @@ pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
                 .clone()
                 .unwrap_or_else(|| format!("{}.rusd", flags.name)),
         ),
-        listen_client: listen_addrs(&flags.listen_client_urls, "listen-client-urls", false)?,
+        listen_client: client.plain,
+        listen_client_tls: client.tls,
+        client_tls,
         advertise_client_urls: urls(&flags.advertise_client_urls),
-        listen_peer: listen_addrs(&flags.listen_peer_urls, "listen-peer-urls", true)?,
+        listen_peer: peer.plain,
+        listen_peer_tls: peer.tls,
+        peer_tls,
+        cipher_suites: flags
+            .tls
+            .cipher_suites
+            .as_deref()
+            .map(urls)
+            .unwrap_or_default(),
         advertise_peer_urls: urls(&flags.initial_advertise_peer_urls),
         initial_cluster,
         initial_cluster_token: flags.initial_cluster_token.clone(),
@@ -275,8 +313,12 @@ pub fn run(flags: ServeFlags) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let server = Server::start(config).await?;
-        wait_for_signal().await;
-        tracing::info!("received a stop signal; shutting down");
+        tokio::select! {
+            () = wait_for_signal() => tracing::info!("received a stop signal; shutting down"),
+            () = server.removed() => tracing::error!(
+                "the member has been permanently removed from the cluster; shutting down"
+            ),
+        }
         server.stop().await;
         tracing::info!("stopped");
         anyhow::Ok(())
@@ -329,13 +371,47 @@ mod tests {
     }
 
     #[test]
-    fn urls_parse_and_tls_is_refused() {
-        let addrs =
-            listen_addrs("http://127.0.0.1:2379,http://localhost:22379", "x", false).unwrap();
-        assert_eq!(addrs[0], "127.0.0.1:2379".parse().unwrap());
-        assert!(addrs[1].is_ipv4());
-        assert!(listen_addrs("https://127.0.0.1:2379", "x", false).is_err());
-        assert!(listen_addrs("https://127.0.0.1:2380", "x", true).is_ok());
-        assert!(listen_addrs("", "x", false).is_err());
+    fn urls_parse_by_scheme() {
+        let l = listen_addrs(
+            "http://127.0.0.1:2379,http://localhost:22379,https://localhost:22379",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(l.plain[0], "127.0.0.1:2379".parse().unwrap());
+        assert!(l.plain[1].is_ipv4());
+        assert_eq!(l.tls, vec![l.plain[1]]);
+        assert_eq!(l.hosts, ["127.0.0.1", "localhost"]);
+        let l = listen_addrs("https://[::1]:2380", "x").unwrap();
+        assert_eq!(l.hosts, ["::1"]);
+        assert!(l.plain.is_empty());
+        assert!(listen_addrs("", "x").is_err());
+        assert!(listen_addrs("unixs://x", "x").is_err());
+    }
+
+    #[test]
+    fn tls_flags_reach_the_config() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::parse_from([
+            "rusd",
+            "--listen-client-urls",
+            "https://localhost:0",
+            "--cert-file",
+            "/c.crt",
+            "--key-file",
+            "/c.key",
+            "--client-cert-auth",
+            "--client-cert-auth",
+            "--peer-auto-tls",
+            "--cipher-suites",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        ]);
+        let c = config(&cli.serve).unwrap();
+        assert!(c.listen_client.is_empty());
+        assert_eq!(c.listen_client_tls.len(), 1);
+        assert_eq!(c.client_tls.cert_file, Some(PathBuf::from("/c.crt")));
+        assert!(c.client_tls.client_cert_auth);
+        assert_eq!(c.client_tls.auto_tls_hosts, ["localhost"]);
+        assert!(c.peer_tls.auto_tls);
+        assert_eq!(c.cipher_suites.len(), 2);
     }
 }

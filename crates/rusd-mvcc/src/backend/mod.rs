@@ -163,8 +163,10 @@ struct Inner {
     /// Serialises commits, and the final step of a defragment. Holds the commits recorded
     /// while a defragment copies (`Some` only then).
     commit: Mutex<Option<Vec<Arc<RwLock<Overlay>>>>>,
-    /// Held for a whole defragment: two at once would share the temporary file and the
-    /// commit log. Lock order: `defrag` before `commit`.
+    /// Held for a whole defragment or snapshot install (both build a new file and rename it
+    /// over the database): two at once would share the temporary file and the commit log, and
+    /// a defragment finishing after an install would rename its copy of the old data over the
+    /// installed file. Lock order: `defrag` before `commit`.
     defrag: Mutex<()>,
     signal: Mutex<Signal>,
     wake: Condvar,
@@ -193,6 +195,17 @@ impl Backend {
         }
         // A defragment that crashed before its rename leaves a partial copy behind.
         let _ = std::fs::remove_file(defrag::temp_path(&config.path));
+        // So does a snapshot install (`MvccStore::install_snapshot`).
+        let _ = std::fs::remove_file(snapshot::install_path(&config.path));
+        if !config.path.exists() {
+            // A new file is initialised under another name and renamed into place: a kill
+            // while redb writes its first pages would leave a file that is not a database.
+            let creating = defrag::creating_path(&config.path);
+            let _ = std::fs::remove_file(&creating);
+            drop(open_database(&creating, config.cache_size)?);
+            std::fs::rename(&creating, &config.path)?;
+            defrag::sync_parent_dir(&config.path)?;
+        }
         let db = Arc::new(open_database(&config.path, config.cache_size)?);
         let live_bytes = AtomicU64::new(load_live_bytes(&db)?);
         let snapshot = Arc::new(Snapshot::new(&db)?);
@@ -315,6 +328,14 @@ impl Backend {
     /// Where the database file lives.
     pub fn path(&self) -> &Path {
         &self.inner.config.path
+    }
+
+    /// `Ok` unless an earlier I/O failure poisoned the backend or it was closed.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] or [`Error::Closed`].
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        self.inner.check_writable()
     }
 }
 

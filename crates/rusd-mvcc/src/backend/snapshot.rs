@@ -16,12 +16,15 @@
 //! before it existed) still restore.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use parking_lot::MutexGuard;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use sha2::{Digest, Sha256};
 
-use super::{open_database, Backend, Table};
+use super::defrag::Pending;
+use super::{load_live_bytes, open_database, Backend, ReadTx, Snapshot, Table, View};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"RUSDSNAP";
@@ -134,7 +137,8 @@ impl Backend {
         let _ = std::fs::remove_file(&tmp);
         let result = restore_into(input, &tmp, cache_size);
         match result {
-            Ok(()) => {
+            Ok((db, _)) => {
+                drop(db);
                 std::fs::rename(&tmp, path)?;
                 Ok(())
             }
@@ -143,6 +147,112 @@ impl Backend {
                 Err(e)
             }
         }
+    }
+}
+
+/// The file an install builds next to the database: `<db>.installing` (open removes a stale
+/// one).
+pub(super) fn install_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".installing");
+    PathBuf::from(name)
+}
+
+/// A snapshot written into a new database file next to the current one, verified and durable
+/// but not in use: the first half of `MvccStore::install_snapshot`. Dropping it without
+/// [`Backend::install`] deletes the file.
+///
+/// It holds the backend's file-replacement lock (`defrag`) until it is installed or dropped:
+/// no defragment or other install runs in between.
+pub(crate) struct PreparedInstall<'a> {
+    db: Arc<Database>,
+    tmp: PathBuf,
+    live_bytes: u64,
+    stream_bytes: u64,
+    installed: bool,
+    _exclusive: MutexGuard<'a, ()>,
+}
+
+impl PreparedInstall<'_> {
+    /// A read view of the new database.
+    ///
+    /// # Errors
+    /// A redb read error.
+    pub(crate) fn read(&self) -> Result<ReadTx> {
+        Ok(ReadTx::new(Arc::new(View {
+            snapshot: Arc::new(Snapshot::new(&self.db)?),
+            frozen: Vec::new(),
+            active: Arc::default(),
+        })))
+    }
+
+    /// Bytes of the snapshot stream, trailer included.
+    pub(crate) fn stream_bytes(&self) -> u64 {
+        self.stream_bytes
+    }
+}
+
+impl Drop for PreparedInstall<'_> {
+    fn drop(&mut self) {
+        if !self.installed {
+            // Still our file: the rename did not happen. Linux lets us unlink it while open.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl Backend {
+    /// Reads a snapshot stream into `<db>.installing`, verifying its checksum, and makes the
+    /// file durable. The running backend is untouched: reads and writes go on meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::CorruptSnapshot`] for a malformed, truncated or mismatching stream;
+    /// [`Error::Poisoned`] or [`Error::Closed`]; an I/O or redb error. No file is left behind.
+    pub(crate) fn prepare_install<R: Read>(&self, input: R) -> Result<PreparedInstall<'_>> {
+        let exclusive = self.inner.defrag.lock();
+        self.inner.check_writable()?;
+        let tmp = install_path(&self.inner.config.path);
+        let _ = std::fs::remove_file(&tmp);
+        let built = restore_into(input, &tmp, self.inner.config.cache_size)
+            .and_then(|(db, stream_bytes)| Ok((load_live_bytes(&db)?, db, stream_bytes)));
+        match built {
+            Ok((live_bytes, db, stream_bytes)) => Ok(PreparedInstall {
+                db: Arc::new(db),
+                tmp,
+                live_bytes,
+                stream_bytes,
+                installed: false,
+                _exclusive: exclusive,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Swaps a prepared database in: renames it over the database file (atomic, directory
+    /// synced), discards every write not committed yet, and points commits and new readers at
+    /// it. Readers holding a view of the old file finish on it. The caller (the store) must make
+    /// sure nothing writes meanwhile.
+    ///
+    /// # Errors
+    /// An error leaves the old database in use and untouched. If syncing the directory fails
+    /// after the rename, the new database is in use but the rename may not be durable: the
+    /// backend is poisoned (later writes fail) and this returns `Ok`; see
+    /// [`Backend::check_writable`].
+    pub(crate) fn install(&self, mut prepared: PreparedInstall<'_>) -> Result<()> {
+        self.inner.check_writable()?;
+        // No commit runs while the files change: it would write old data into the new file or
+        // publish a snapshot of the old one.
+        let _commit = self.inner.commit.lock();
+        self.inner
+            .swap_database(&prepared.tmp, prepared.db.clone(), Pending::Discard)?;
+        prepared.installed = true;
+        self.inner
+            .live_bytes
+            .store(prepared.live_bytes, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 }
 
@@ -185,7 +295,9 @@ impl<R: Read> HashingReader<R> {
     }
 }
 
-fn restore_into<R: Read>(input: R, path: &Path, cache_size: usize) -> Result<()> {
+/// Builds a database at `path` from a snapshot stream and returns it, open, with the number of
+/// stream bytes read. Durable when it returns; an error may leave a partial file at `path`.
+fn restore_into<R: Read>(input: R, path: &Path, cache_size: usize) -> Result<(Database, u64)> {
     let mut r = HashingReader {
         inner: input,
         hasher: Sha256::new(),
@@ -259,7 +371,7 @@ fn restore_into<R: Read>(input: R, path: &Path, cache_size: usize) -> Result<()>
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     txn.commit()?;
-    Ok(())
+    Ok((db, r.read + rest.len() as u64))
 }
 
 fn write_batch(

@@ -81,6 +81,18 @@ impl Compaction {
         }
     }
 
+    /// After `install_snapshot` replaced the history (the caller waited for [`wait_idle`]):
+    /// compactions from here on are the new history's, whose compact revision is `compact`.
+    /// `finished` never goes down, so that a handle of the old history does not wait forever.
+    ///
+    /// [`wait_idle`]: Compaction::wait_idle
+    pub(crate) fn restored(&self, compact: i64) {
+        let mut state = self.state.lock();
+        state.queue.clear();
+        state.finished = state.finished.max(compact);
+        self.changed.notify_all();
+    }
+
     /// Blocks until no compaction is queued or running.
     pub(crate) fn wait_idle(&self) {
         let mut state = self.state.lock();

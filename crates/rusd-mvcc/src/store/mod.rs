@@ -21,6 +21,7 @@ mod hash;
 mod lease;
 mod range;
 mod record_cache;
+mod restore;
 mod txn;
 mod watch;
 mod write_txn;
@@ -41,6 +42,7 @@ use crate::revision::{LeaseId, Revision};
 
 pub use compaction::CompactionHandle;
 pub use lease::Lease;
+pub use restore::InstallOutcome;
 pub use txn::validate_txn;
 pub use watch::{EventBatch, Subscription};
 pub use write_txn::WriteTxn;
@@ -92,6 +94,8 @@ pub(crate) struct RevState {
     pub compact: i64,
     /// Revisions pinned by live readers, with counts.
     pins: BTreeMap<i64, usize>,
+    /// Set while `install_snapshot` swaps the state: new readers wait (see `restore`).
+    installing: bool,
 }
 
 /// Leases and which keys they hold, mirrored in memory.
@@ -113,7 +117,8 @@ pub(crate) struct StoreInner {
     pub backend: Backend,
     pub index: RwLock<KeyIndex>,
     pub revs: Mutex<RevState>,
-    /// Signalled when a pin is released (compaction waits on it).
+    /// Signalled when a pin is released (compaction and `install_snapshot` wait on it) and
+    /// when an install is done (new readers wait on it meanwhile).
     pub unpinned: Condvar,
     /// The single writer; holds the applied index of the last write.
     pub writer: Mutex<WriterState>,
@@ -149,6 +154,7 @@ pub(crate) struct ReadView<'a> {
 impl Drop for ReadView<'_> {
     fn drop(&mut self) {
         self.inner.unpin(self.rev);
+        restore::view_released();
     }
 }
 
@@ -165,68 +171,15 @@ impl MvccStore {
         let mut backend_config = config.backend.clone();
         backend_config.cache_size -= record_bytes;
         let backend = Backend::open(backend_config)?;
-        let tx = backend.read();
-        let mut index = KeyIndex::new();
-        let mut leases = Leases::default();
-        let mut current = 1i64;
-        let mut failure = None;
-        tx.scan(
-            Table::Kv,
-            (Bound::Unbounded, Bound::Unbounded),
-            false,
-            |k, v| {
-                let step = (|| -> Result<()> {
-                    let rev = Revision::from_bytes(k)
-                        .ok_or_else(|| Error::Corrupted(format!("kv table key {k:?}")))?;
-                    current = current.max(rev.main);
-                    match codec::decode(v, rev.main, false)? {
-                        Record::Put(kv) => {
-                            // The record carries its creation and version, which compaction may
-                            // have removed from the history in front of it.
-                            let created = Revision::new(kv.create_revision, 0);
-                            index.restore_put(&kv.key, rev, created, kv.version);
-                            leases.attach(&kv.key, LeaseId(kv.lease));
-                        }
-                        Record::Tombstone(key) => {
-                            if let Err(e) = index.restore_tombstone(&key, rev) {
-                                tracing::warn!(key = ?key, revision = %rev, error = %e,
-                                "tombstone of a key that is not live; ignored");
-                            }
-                            leases.attach(&key, LeaseId::NONE);
-                        }
-                    }
-                    Ok(())
-                })();
-                match step {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(e) => {
-                        failure = Some(e);
-                        ControlFlow::Break(())
-                    }
-                }
-            },
-        )?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        // The rebuild inserted keys in revision order, i.e. scattered; packing the chunks full
-        // again saves about 15 bytes per key.
-        index.repack();
-        let read_i64 = |key: &[u8]| -> Result<Option<i64>> {
-            Ok(tx
-                .get(Table::Meta, key)?
-                .and_then(|v| v.try_into().ok().map(i64::from_be_bytes)))
-        };
-        let scheduled = read_i64(meta::SCHEDULED_COMPACT)?;
-        let finished = read_i64(meta::FINISHED_COMPACT)?;
-        let applied_index = tx
-            .get(Table::Meta, meta::CONSISTENT_INDEX)?
-            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
-        leases.load(&tx)?;
-        drop(tx);
-        let compact = scheduled.or(finished).unwrap_or(-1);
-        current = current.max(compact);
+        let LoadedState {
+            index,
+            leases,
+            current,
+            compact,
+            scheduled,
+            finished,
+            applied_index,
+        } = load_state(&backend.read())?;
         let inner = Arc::new(StoreInner {
             backend,
             index: RwLock::new(index),
@@ -234,6 +187,7 @@ impl MvccStore {
                 current,
                 compact,
                 pins: BTreeMap::new(),
+                installing: false,
             }),
             unpinned: Condvar::new(),
             writer: Mutex::new(WriterState { applied_index }),
@@ -351,6 +305,94 @@ impl MvccStore {
     }
 }
 
+/// The in-memory state rebuilt from the backend: what `open` and `install_snapshot` start from.
+pub(crate) struct LoadedState {
+    pub index: KeyIndex,
+    pub leases: Leases,
+    pub current: i64,
+    pub compact: i64,
+    /// `scheduledCompactRev` and `finishedCompactRev`: a compaction to resume if they differ.
+    pub scheduled: Option<i64>,
+    pub finished: Option<i64>,
+    pub applied_index: u64,
+}
+
+/// Rebuilds the key index, leases and revisions from the `kv`, `lease` and `meta` tables.
+///
+/// # Errors
+/// [`Error::Corrupted`] for undecodable records; a backend read error.
+pub(crate) fn load_state(tx: &ReadTx) -> Result<LoadedState> {
+    let mut index = KeyIndex::new();
+    let mut leases = Leases::default();
+    let mut current = 1i64;
+    let mut failure = None;
+    tx.scan(
+        Table::Kv,
+        (Bound::Unbounded, Bound::Unbounded),
+        false,
+        |k, v| {
+            let step = (|| -> Result<()> {
+                let rev = Revision::from_bytes(k)
+                    .ok_or_else(|| Error::Corrupted(format!("kv table key {k:?}")))?;
+                current = current.max(rev.main);
+                match codec::decode(v, rev.main, false)? {
+                    Record::Put(kv) => {
+                        // The record carries its creation and version, which compaction may
+                        // have removed from the history in front of it.
+                        let created = Revision::new(kv.create_revision, 0);
+                        index.restore_put(&kv.key, rev, created, kv.version);
+                        leases.attach(&kv.key, LeaseId(kv.lease));
+                    }
+                    Record::Tombstone(key) => {
+                        if let Err(e) = index.restore_tombstone(&key, rev) {
+                            tracing::warn!(key = ?key, revision = %rev, error = %e,
+                                "tombstone of a key that is not live; ignored");
+                        }
+                        leases.attach(&key, LeaseId::NONE);
+                    }
+                }
+                Ok(())
+            })();
+            match step {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        },
+    )?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    // The rebuild inserted keys in revision order, i.e. scattered; packing the chunks full
+    // again saves about 15 bytes per key.
+    index.repack();
+    let read_i64 = |key: &[u8]| -> Result<Option<i64>> {
+        Ok(tx
+            .get(Table::Meta, key)?
+            .and_then(|v| v.try_into().ok().map(i64::from_be_bytes)))
+    };
+    let scheduled = read_i64(meta::SCHEDULED_COMPACT)?;
+    let finished = read_i64(meta::FINISHED_COMPACT)?;
+    let applied_index = tx
+        .get(Table::Meta, meta::CONSISTENT_INDEX)?
+        .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    leases.load(tx)?;
+    let compact = scheduled.or(finished).unwrap_or(-1);
+    current = current.max(compact);
+    Ok(LoadedState {
+        index,
+        leases,
+        current,
+        compact,
+        scheduled,
+        finished,
+        applied_index,
+    })
+}
+
 impl Drop for StoreInner {
     fn drop(&mut self) {
         // The last handle is gone: stop the compaction thread before the backend closes.
@@ -364,6 +406,12 @@ impl StoreInner {
     pub(crate) fn view(&self, revision: i64) -> Result<ReadView<'_>> {
         let (rev, current) = {
             let mut revs = self.revs.lock();
+            // An install is swapping the state: wait for it, unless this thread holds a view
+            // already (the install waits for that one, so nothing is swapped under it). Once
+            // nothing is pinned, nobody passes: the swap may be under way.
+            while revs.installing && (revs.pins.is_empty() || !restore::holds_view()) {
+                self.unpinned.wait(&mut revs);
+            }
             let current = revs.current;
             let rev = if revision <= 0 { current } else { revision };
             if rev > current {
@@ -379,6 +427,7 @@ impl StoreInner {
                 });
             }
             *revs.pins.entry(rev).or_default() += 1;
+            restore::view_taken();
             (rev, current)
         };
         Ok(ReadView {

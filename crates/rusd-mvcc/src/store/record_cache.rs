@@ -112,6 +112,17 @@ impl RecordCache {
         Self::hit(&self.shard(rev).read(), &rev).map(f)
     }
 
+    /// Drops every entry. For `install_snapshot`: after a new history is swapped in, a
+    /// revision may name a different record than the cached one.
+    pub(crate) fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.write();
+            shard.map.clear();
+            shard.clock.clear();
+            shard.bytes = 0;
+        }
+    }
+
     /// A reader that keeps its shard's read lock from one lookup to the next while they hit
     /// the same shard (see [`BatchReader`]).
     pub(crate) fn batch_reader(&self) -> BatchReader<'_> {

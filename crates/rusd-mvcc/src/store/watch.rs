@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use super::{MvccStore, StoreInner};
+use super::{InstallOutcome, MvccStore, StoreInner};
 use crate::backend::Table;
 use crate::codec::{self, Record};
 use crate::error::{Error, Result};
@@ -25,6 +25,7 @@ pub struct EventBatch {
 }
 
 type Callback = Box<dyn Fn(&Arc<EventBatch>) + Send + Sync>;
+type RestoreCallback = Box<dyn Fn(&InstallOutcome) + Send + Sync>;
 
 struct Observer {
     id: u64,
@@ -38,6 +39,8 @@ struct Observer {
 pub(crate) struct Observers {
     list: RwLock<Vec<Observer>>,
     next_id: AtomicU64,
+    /// Told when `install_snapshot` replaced the history; ids shared with `list`.
+    restore: RwLock<Vec<(u64, RestoreCallback)>>,
 }
 
 impl Observers {
@@ -65,12 +68,28 @@ impl Observers {
 
     fn remove(&self, id: u64) {
         self.list.write().retain(|o| o.id != id);
+        self.restore.write().retain(|(i, _)| *i != id);
+    }
+
+    /// Registers a restore callback under `id`, or under a new id if `None`.
+    fn add_restore(&self, id: Option<u64>, callback: RestoreCallback) -> u64 {
+        let id = id.unwrap_or_else(|| self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.restore.write().push((id, callback));
+        id
+    }
+
+    /// Called by `install_snapshot` after the swap, with the writer lock held.
+    pub(crate) fn restored(&self, outcome: &InstallOutcome) {
+        for (_, callback) in self.restore.read().iter() {
+            callback(outcome);
+        }
     }
 }
 
 /// Live events through a bounded channel. If the reader falls `capacity` batches behind, the
 /// subscription is marked lagged and stops receiving; catch up with
-/// [`MvccStore::events_since`] and subscribe again.
+/// [`MvccStore::events_since`] and subscribe again. An [`MvccStore::install_snapshot`] marks
+/// it lagged too: the history it was following was replaced.
 pub struct Subscription {
     rx: Receiver<Arc<EventBatch>>,
     lagged: Arc<AtomicBool>,
@@ -89,7 +108,8 @@ impl Subscription {
         self.rx.try_recv().ok()
     }
 
-    /// Whether batches were dropped because the channel was full.
+    /// Whether batches were dropped because the channel was full, or the history was
+    /// replaced by a snapshot install.
     pub fn is_lagged(&self) -> bool {
         self.lagged.load(Ordering::Acquire)
     }
@@ -114,9 +134,32 @@ impl MvccStore {
         self.inner.observers.add(want_prev, Box::new(callback))
     }
 
-    /// Stops an observer.
+    /// Stops an observer (of either kind).
     pub fn unobserve(&self, id: u64) {
         self.inner.observers.remove(id);
+    }
+
+    /// Calls `callback` each time [`MvccStore::install_snapshot`] replaced the store's history,
+    /// with what was installed. Returns an id for [`MvccStore::unobserve`].
+    ///
+    /// Contract, for a watch layer fed by [`MvccStore::observe`]:
+    ///
+    /// * The callback runs on the installing thread, with the store's writer lock held (it
+    ///   must not write, block, or add or remove observers), after the new state is visible to
+    ///   every read and before any write on it.
+    /// * Every batch of the old history was delivered to the `observe` callbacks before it;
+    ///   every batch after it belongs to the new history and starts at revision
+    ///   `outcome.revision + 1`.
+    /// * The new history may differ from the old at any revision, so a watcher waiting for
+    ///   revision `next` re-syncs from the new one: with `next < outcome.compact_revision` it is
+    ///   compacted (tell it so); otherwise [`MvccStore::events_since`]`(next, ..)` returns what
+    ///   it has not seen, nothing if `next > outcome.revision` (it then waits for `next`, as
+    ///   etcd's watchers do after a restore). Revisions it has seen are not sent again.
+    pub fn observe_restore(
+        &self,
+        callback: impl Fn(&InstallOutcome) + Send + Sync + 'static,
+    ) -> u64 {
+        self.inner.observers.add_restore(None, Box::new(callback))
     }
 
     /// Subscribes to new revisions through a channel of `capacity` batches.
@@ -132,6 +175,12 @@ impl MvccStore {
                 flag.store(true, Ordering::Release);
             }
         });
+        // Registered under the same id, so that dropping the subscription removes both.
+        let flag = lagged.clone();
+        self.inner.observers.add_restore(
+            Some(id),
+            Box::new(move |_| flag.store(true, Ordering::Release)),
+        );
         Subscription {
             rx,
             lagged,

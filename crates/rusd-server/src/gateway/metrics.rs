@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
-use openraft::{BasicNode, RaftMetrics};
+
 use prometheus::{Encoder, TextEncoder};
 
 use crate::context::Ctx;
@@ -64,7 +64,7 @@ fn to_i64(v: u64) -> i64 {
 
 /// The highest log index a quorum of voters holds, as far as a leader knows (0 elsewhere:
 /// openraft does not publish a follower's commit index, and the applied index bounds it).
-fn committed_index(raft: &RaftMetrics<u64, BasicNode>) -> u64 {
+fn committed_index(raft: &crate::raft::Metrics) -> u64 {
     let Some(replication) = &raft.replication else {
         return 0;
     };

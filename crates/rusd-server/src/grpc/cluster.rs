@@ -1,10 +1,5 @@
-//! The Cluster service: MemberAdd, MemberRemove, MemberUpdate, MemberList, MemberPromote.
-//!
-//! rusd runs a single member for now. MemberList answers that member; membership changes are
-//! refused with Unimplemented ("membership changes arrive with clusters"), except where etcd
-//! itself would refuse the request for a reason that holds here too: an id that is not a member
-//! gets etcd's NotFound "etcdserver: member not found", and promoting the (voting) member gets
-//! FailedPrecondition "etcdserver: can only promote a learner member".
+//! The Cluster service: MemberAdd, MemberRemove, MemberUpdate, MemberList, MemberPromote
+//! (the changes themselves are in [`crate::reconfig`]).
 //!
 //! As in etcd, response headers carry no revision (membership does not touch the key space).
 
@@ -15,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::context::Ctx;
 use crate::error::ServerError;
+use crate::raft::route::Forwarded;
 
 /// etcd's Cluster service.
 #[derive(Clone)]
@@ -32,81 +28,83 @@ impl ClusterService {
     fn header(&self) -> Option<pb::ResponseHeader> {
         self.ctx.header(0)
     }
-
-    /// This member as etcd describes it.
-    fn me(&self) -> pb::Member {
-        let config = &self.ctx.config;
-        pb::Member {
-            id: self.ctx.member_id,
-            name: config.name.clone(),
-            peer_ur_ls: config.own_peer_urls(),
-            client_ur_ls: config.advertise_client_urls.clone(),
-            is_learner: false,
-        }
-    }
-
-    /// Whether `id` is a member of the cluster.
-    fn is_member(&self, id: u64) -> bool {
-        if id == self.ctx.member_id {
-            return true;
-        }
-        let metrics = self.ctx.raft.metrics();
-        let known = metrics
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .any(|(n, _)| *n == id);
-        known
-    }
-
-    fn unsupported() -> ServerError {
-        ServerError::Unsupported("membership changes arrive with clusters".into())
-    }
 }
 
-/// The Cluster operations, shared by gRPC and the HTTP gateway.
+/// The Cluster operations, shared by gRPC and the HTTP gateway. Changes run on the leader; a
+/// follower forwards them over the peer transport. The answer's header is this member's.
 impl ClusterService {
-    /// MemberAdd: refused.
+    /// MemberAdd.
     ///
     /// # Errors
-    /// Always Unsupported.
+    /// etcd's membership and availability errors.
     pub async fn do_member_add(
         &self,
-        _r: pb::MemberAddRequest,
+        r: pb::MemberAddRequest,
     ) -> Result<pb::MemberAddResponse, ServerError> {
-        Err(Self::unsupported())
+        let forwarded = self
+            .ctx
+            .router
+            .forward(self.ctx.leader_wait(), |mut c| {
+                let r = r.clone();
+                async move { c.member_add(r).await }
+            })
+            .await?;
+        let mut out = match forwarded {
+            Forwarded::Local => self.ctx.leader_member_add(r).await?,
+            Forwarded::Remote(out) => out,
+        };
+        out.header = self.header();
+        Ok(out)
     }
 
-    /// MemberRemove: NotFound for an unknown id, else refused.
+    /// MemberRemove.
     ///
     /// # Errors
-    /// `MemberNotFound` or Unsupported.
+    /// etcd's membership and availability errors.
     pub async fn do_member_remove(
         &self,
         r: pb::MemberRemoveRequest,
     ) -> Result<pb::MemberRemoveResponse, ServerError> {
-        if !self.is_member(r.id) {
-            return Err(ServerError::MemberNotFound);
-        }
-        Err(Self::unsupported())
+        let forwarded = self
+            .ctx
+            .router
+            .forward(self.ctx.leader_wait(), |mut c| async move {
+                c.member_remove(r).await
+            })
+            .await?;
+        let mut out = match forwarded {
+            Forwarded::Local => self.ctx.leader_member_remove(r).await?,
+            Forwarded::Remote(out) => out,
+        };
+        out.header = self.header();
+        Ok(out)
     }
 
-    /// MemberUpdate: NotFound for an unknown id, else refused.
+    /// MemberUpdate.
     ///
     /// # Errors
-    /// `MemberNotFound` or Unsupported.
+    /// etcd's membership and availability errors.
     pub async fn do_member_update(
         &self,
         r: pb::MemberUpdateRequest,
     ) -> Result<pb::MemberUpdateResponse, ServerError> {
-        if !self.is_member(r.id) {
-            return Err(ServerError::MemberNotFound);
-        }
-        Err(Self::unsupported())
+        let forwarded = self
+            .ctx
+            .router
+            .forward(self.ctx.leader_wait(), |mut c| {
+                let r = r.clone();
+                async move { c.member_update(r).await }
+            })
+            .await?;
+        let mut out = match forwarded {
+            Forwarded::Local => self.ctx.leader_member_update(r).await?,
+            Forwarded::Remote(out) => out,
+        };
+        out.header = self.header();
+        Ok(out)
     }
 
-    /// MemberList: the one member. With `linearizable` (etcd 3.5+), after a read index.
+    /// MemberList: this member's view. With `linearizable` (etcd 3.5+), after a read index.
     ///
     /// # Errors
     /// etcd's availability errors for a linearizable list.
@@ -117,25 +115,41 @@ impl ClusterService {
         if r.linearizable {
             self.ctx.read_index().await?;
         }
+        let membership = self
+            .ctx
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
         Ok(pb::MemberListResponse {
             header: self.header(),
-            members: vec![self.me()],
+            members: crate::reconfig::members(&membership),
         })
     }
 
-    /// MemberPromote: NotFound for an unknown id; every member is a voter, so promoting one
-    /// fails as in etcd.
+    /// MemberPromote.
     ///
     /// # Errors
-    /// `MemberNotFound` or `MemberNotLearner`.
+    /// etcd's membership and availability errors.
     pub async fn do_member_promote(
         &self,
         r: pb::MemberPromoteRequest,
     ) -> Result<pb::MemberPromoteResponse, ServerError> {
-        if !self.is_member(r.id) {
-            return Err(ServerError::MemberNotFound);
-        }
-        Err(ServerError::MemberNotLearner)
+        let forwarded = self
+            .ctx
+            .router
+            .forward(self.ctx.leader_wait(), |mut c| async move {
+                c.member_promote(r).await
+            })
+            .await?;
+        let mut out = match forwarded {
+            Forwarded::Local => self.ctx.leader_member_promote(r).await?,
+            Forwarded::Remote(out) => out,
+        };
+        out.header = self.header();
+        Ok(out)
     }
 }
 

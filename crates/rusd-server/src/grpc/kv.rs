@@ -50,6 +50,9 @@ impl KvService {
         }
         let req = convert::range_from_pb(&r)?;
         if !r.serializable {
+            if ctx.is_learner() {
+                return Err(ServerError::NotSupportedForLearner);
+            }
             ctx.read_index().await?;
         }
         let resp = ctx.store.range(&req)?;

@@ -18,6 +18,7 @@ use crate::context::Ctx;
 use crate::error::ServerError;
 use crate::lease::MAX_LEASE_TTL;
 use crate::quota;
+use crate::raft::route::Forwarded;
 use crate::raft::{Op, Output};
 
 /// etcd's Lease service.
@@ -35,17 +36,6 @@ impl LeaseService {
 
 fn unexpected(output: &Output) -> ServerError {
     ServerError::Internal(format!("unexpected apply output {output:?}"))
-}
-
-/// Lease deadlines live on the leader; etcd forwards keep-alives and TTL queries to it.
-fn require_leader(ctx: &Ctx) -> Result<(), ServerError> {
-    match ctx.leader() {
-        Some(leader) if leader == ctx.member_id => Ok(()),
-        Some(_) => Err(ServerError::Unsupported(
-            "forwarding lease requests to the leader arrives with clusters (issue #5)".into(),
-        )),
-        None => Err(ServerError::NoLeader),
-    }
 }
 
 /// The lease operations, shared by gRPC and the HTTP gateway.
@@ -110,9 +100,32 @@ impl LeaseService {
         &self,
         k: pb::LeaseKeepAliveRequest,
     ) -> Result<pb::LeaseKeepAliveResponse, ServerError> {
+        let forwarded = self
+            .ctx
+            .router
+            .forward(self.ctx.leader_wait(), |mut c| async move {
+                c.lease_keep_alive(k).await
+            })
+            .await?;
+        match forwarded {
+            Forwarded::Local => self.leader_lease_keep_alive(k).await,
+            Forwarded::Remote(mut out) => {
+                out.header = self.ctx.header(self.ctx.store.current_revision());
+                Ok(out)
+            }
+        }
+    }
+
+    /// A keep-alive on the leader.
+    ///
+    /// # Errors
+    /// Availability errors.
+    pub async fn leader_lease_keep_alive(
+        &self,
+        k: pb::LeaseKeepAliveRequest,
+    ) -> Result<pb::LeaseKeepAliveResponse, ServerError> {
         let ctx = &self.ctx;
         let header = ctx.header(ctx.store.current_revision());
-        require_leader(ctx)?;
         let ttl = match ctx
             .lessor
             .renew_or_wait_revoked(LeaseId(k.id), ctx.config.request_timeout())
@@ -138,8 +151,31 @@ impl LeaseService {
         &self,
         t: pb::LeaseTimeToLiveRequest,
     ) -> Result<pb::LeaseTimeToLiveResponse, ServerError> {
+        let forwarded = self
+            .ctx
+            .router
+            .forward(self.ctx.leader_wait(), |mut c| async move {
+                c.lease_time_to_live(t).await
+            })
+            .await?;
+        match forwarded {
+            Forwarded::Local => self.leader_lease_time_to_live(t).await,
+            Forwarded::Remote(mut out) => {
+                out.header = self.ctx.header(self.ctx.store.current_revision());
+                Ok(out)
+            }
+        }
+    }
+
+    /// LeaseTimeToLive on the leader.
+    ///
+    /// # Errors
+    /// None today.
+    pub async fn leader_lease_time_to_live(
+        &self,
+        t: pb::LeaseTimeToLiveRequest,
+    ) -> Result<pb::LeaseTimeToLiveResponse, ServerError> {
         let ctx = &self.ctx;
-        require_leader(ctx)?;
         let header = ctx.header(ctx.store.current_revision());
         let Some(lease) = ctx.store.lease(LeaseId(t.id)) else {
             return Ok(pb::LeaseTimeToLiveResponse {

@@ -108,14 +108,19 @@ impl MaintenanceService {
         let ctx = &self.ctx;
         let store = ctx.store.clone();
         let (db_size, in_use) = blocking(move || Ok((store.size(), store.size_in_use()?))).await?;
-        let (leader, term, last_index, applied) = {
+        let (leader, term, last_index, applied, is_learner) = {
             let m = ctx.raft.metrics();
             let m = m.borrow();
+            let membership = m.membership_config.membership();
+            let is_learner = crate::reconfig::members(membership)
+                .iter()
+                .any(|member| member.id == ctx.member_id && member.is_learner);
             (
                 m.current_leader,
                 m.current_term,
                 m.last_log_index.unwrap_or(0),
                 m.last_applied.map_or(0, |l| l.index),
+                is_learner,
             )
         };
         // The engine records the applied index with the data, so it is never behind a write
@@ -131,14 +136,14 @@ impl MaintenanceService {
             version: crate::VERSION_SERVER.to_string(),
             db_size: i64::try_from(db_size).unwrap_or(i64::MAX),
             leader: leader.unwrap_or(0),
-            // openraft 0.9 does not publish the commit index; on a single member every entry in
-            // the log is committed once appended.
+            // etcd's raftIndex is its committed index, which openraft 0.9 does not publish:
+            // the last log index (committed on a single member once appended).
             raft_index: last_index.max(applied),
             raft_term: term,
             raft_applied_index: applied,
             errors,
             db_size_in_use: i64::try_from(in_use).unwrap_or(i64::MAX),
-            is_learner: false,
+            is_learner,
             storage_version: crate::VERSION_CLUSTER.to_string(),
             db_size_quota: ctx
                 .config
@@ -274,35 +279,13 @@ impl MaintenanceService {
     /// etcd); an id that is not a voting member is refused with "bad leader transferee".
     ///
     /// # Errors
-    /// `NotLeader`, `BadLeaderTransferee`, or Unsupported for a real transfer (clusters of more
-    /// than one member do not exist yet).
+    /// `NotLeader`, `BadLeaderTransferee`, or a transfer that did not complete in time.
     pub async fn do_move_leader(
         &self,
         r: pb::MoveLeaderRequest,
     ) -> Result<pb::MoveLeaderResponse, ServerError> {
-        let ctx = &self.ctx;
-        let (leader, is_voter) = {
-            let m = ctx.raft.metrics();
-            let m = m.borrow();
-            let is_voter = m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|id| id == r.target_id);
-            (m.current_leader, is_voter)
-        };
-        if leader != Some(ctx.member_id) {
-            return Err(ServerError::NotLeader);
-        }
-        if r.target_id == ctx.member_id {
-            return Ok(pb::MoveLeaderResponse::default());
-        }
-        if !is_voter {
-            return Err(ServerError::BadLeaderTransferee);
-        }
-        Err(ServerError::Unsupported(
-            "leadership transfer arrives with clusters".into(),
-        ))
+        self.ctx.leader_transfer(r.target_id).await?;
+        Ok(pb::MoveLeaderResponse::default())
     }
 
     /// Downgrade (etcd 3.5+): rusd has no storage versions to downgrade between.

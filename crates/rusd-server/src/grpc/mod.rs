@@ -8,5 +8,6 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod message_limit;
+pub mod peer;
 pub mod status;
 pub mod watch;

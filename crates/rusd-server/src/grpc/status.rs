@@ -65,6 +65,22 @@ pub fn code_and_message(e: &ServerError) -> (Code, String) {
             Code::FailedPrecondition,
             "can only promote a learner member",
         ),
+        S::TransferTimeout => (
+            Code::Unknown,
+            "etcdserver: request timed out, leader transfer took too long".into(),
+        ),
+        S::NotSupportedForLearner => etcd(Code::Unavailable, "rpc not supported for learner"),
+        S::PeerUrlExists => etcd(Code::FailedPrecondition, "Peer URLs already exists"),
+        S::MemberExists => etcd(Code::FailedPrecondition, "member ID already exist"),
+        S::MemberBadUrls => etcd(Code::InvalidArgument, "given member URLs are invalid"),
+        S::LearnerNotReady => etcd(
+            Code::FailedPrecondition,
+            "can only promote a learner member which is in sync with leader",
+        ),
+        S::TooManyLearners => etcd(
+            Code::FailedPrecondition,
+            "too many learner members in cluster",
+        ),
         S::RootUserNotExist => etcd(Code::FailedPrecondition, "root user does not exist"),
         S::UserNotFound => etcd(Code::FailedPrecondition, "user name not found"),
         S::RoleNotFound => etcd(Code::FailedPrecondition, "role name not found"),

@@ -26,12 +26,30 @@ impl WatchService {
 /// The response stream of one Watch call.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
-/// Whether the client asked (clientv3's `WithRequireLeader`) to fail without a leader.
-fn requires_leader<T>(request: &Request<T>) -> bool {
-    request
-        .metadata()
-        .get("hasleader")
-        .is_some_and(|v| v.as_bytes() == b"true")
+/// Resolves once the member has had no leader for three election timeouts (etcd's
+/// `monitorLeader`), when streams that require a leader are ended.
+async fn leader_lost(ctx: Arc<Ctx>) {
+    let mut metrics = ctx.raft.metrics();
+    let patience = ctx.config.election_timeout * 3;
+    loop {
+        while metrics.borrow().current_leader.is_some() {
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+        // Leaderless: wait for a leader, up to the patience.
+        let back = tokio::time::timeout(patience, async {
+            while metrics.borrow().current_leader.is_none() {
+                if metrics.changed().await.is_err() {
+                    return std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await;
+        if back.is_err() {
+            return;
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -42,7 +60,8 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        if requires_leader(&request) && self.ctx.leader().is_none() {
+        let require_leader = crate::router::requires_leader(request.metadata().as_ref());
+        if require_leader && self.ctx.leader().is_none() {
             return Err(ServerError::NoLeader.into());
         }
         // A broken request stream ends the requests, not the responses (as in etcd, the
@@ -53,6 +72,15 @@ impl pb::watch_server::Watch for WatchService {
             .filter_map(|r| std::future::ready(r.ok()));
         let responses =
             crate::watch::open_stream(&self.ctx, requests).map(|r| r.map_err(Status::from));
+        if require_leader {
+            let ended =
+                responses
+                    .take_until(leader_lost(self.ctx.clone()))
+                    .chain(futures::stream::once(async {
+                        Err(Status::from(ServerError::NoLeader))
+                    }));
+            return Ok(Response::new(Box::pin(ended)));
+        }
         Ok(Response::new(Box::pin(responses)))
     }
 }

@@ -70,6 +70,26 @@ impl Lessor {
         self.changed.notify_one();
     }
 
+    /// The state machine was replaced by a snapshot: exactly `leases` (id, TTL) exist now, each
+    /// with a full TTL.
+    pub fn replace_all(&self, leases: impl IntoIterator<Item = (LeaseId, i64)>) {
+        let now = Instant::now();
+        let mut map = self.leases.lock();
+        map.clear();
+        for (id, ttl) in leases {
+            map.insert(
+                id,
+                Deadline {
+                    ttl,
+                    expires: now + Duration::from_secs(ttl.max(0) as u64),
+                },
+            );
+        }
+        drop(map);
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+        self.changed.notify_one();
+    }
+
     /// A lease was revoked (applied).
     pub fn revoked(&self, id: LeaseId) {
         self.leases.lock().remove(&id);

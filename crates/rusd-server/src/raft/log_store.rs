@@ -24,6 +24,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
+/// (member id, cluster id), saved on first start: a member added at run time learns its id
+/// from the cluster, so it cannot be derived from the flags again.
+const IDENTITY: &str = "identity";
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
@@ -59,6 +62,22 @@ impl LogStore {
         let db = Arc::new(db);
         let writer = LogWriter::start(db.clone(), LOG).map_err(redb::StorageError::from)?;
         Ok(Self { db, writer })
+    }
+
+    /// The (member id, cluster id) saved by [`LogStore::save_identity`].
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub fn identity(&self) -> StorageResult<Option<(u64, u64)>> {
+        self.get_meta(IDENTITY)
+    }
+
+    /// Saves this member's (member id, cluster id), durably.
+    ///
+    /// # Errors
+    /// The log cannot be written.
+    pub fn save_identity(&self, member_id: u64, cluster_id: u64) -> StorageResult<()> {
+        self.put_meta(IDENTITY, &(member_id, cluster_id))
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> StorageResult<Option<T>> {

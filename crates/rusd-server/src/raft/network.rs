@@ -1,66 +1,378 @@
-//! Peer transport. A single member never sends anything; the gRPC peer transport arrives with
-//! clusters (issue #5), so every RPC here reports the peer unreachable.
+//! Peer transport, client side: openraft's RPCs to the other members over gRPC
+//! (`rusd_proto::peerpb`, served by [`crate::grpc::peer`]).
+//!
+//! openraft's request and response types travel as bincode inside `RaftMessage` (openraft
+//! defines them and their serde form; every member of a cluster runs the same openraft). A
+//! snapshot travels as a stream: the vote and metadata first, then the engine's snapshot
+//! stream in chunks, produced on a blocking thread as it is sent (never a whole database in
+//! memory).
+
+// openraft's error types are large, and its traits fix them.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{
-    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Snapshot, Vote};
+use openraft::{Snapshot, Vote};
+use parking_lot::Mutex;
+use rusd_proto::peerpb::{peer_client::PeerClient, RaftMessage, SnapshotChunk};
+use tonic::transport::{Channel, Endpoint};
 
-use super::TypeConfig;
+use super::{EngineSnapshot, TypeConfig};
+use crate::membership::MemberNode;
 
-/// Creates [`NoPeers`] connections.
-#[derive(Clone, Default)]
-pub struct Network;
+/// Bytes per snapshot chunk.
+const CHUNK: usize = 1 << 20;
+/// How long connecting to a peer may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A connection to a peer that cannot be reached.
-pub struct NoPeers {
-    target: u64,
+/// Why a peer cannot be dialled.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The member has no peer URL.
+    #[error("member {0:x} has no peer URL")]
+    NoUrl(u64),
+    /// A peer URL that is not a URL.
+    #[error("peer URL {0:?}: {1}")]
+    BadUrl(String, String),
+    /// A transport failure.
+    #[error("member {id:x}: {status}")]
+    Transport {
+        /// The member.
+        id: u64,
+        /// What gRPC said.
+        status: tonic::Status,
+    },
+    /// The peer answered something that does not decode.
+    #[error("member {0:x}: undecodable answer: {1}")]
+    Decode(u64, String),
 }
 
-fn unreachable(target: u64) -> Unreachable {
-    Unreachable::new(&std::io::Error::other(format!(
-        "member {target:x}: peer transport arrives with clusters (issue #5)"
-    )))
+/// Connections to the other members, one lazily connected channel per peer URL.
+#[derive(Default)]
+pub struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Test-only fault switch: while this file exists, this member neither sends nor accepts
+    /// peer traffic (a network partition around it). Set from `RUSD_TEST_PARTITION_FILE`.
+    partition_file: Option<std::path::PathBuf>,
+    /// How to dial `https://` peers (`None`: no peer TLS configured; `Err`: why not).
+    tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = NoPeers;
+impl Peers {
+    /// Peers with the test-only partition switch of the environment, if any.
+    pub fn from_env() -> Self {
+        Self {
+            channels: Mutex::default(),
+            partition_file: std::env::var_os("RUSD_TEST_PARTITION_FILE").map(Into::into),
+            tls: None,
+        }
+    }
 
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> NoPeers {
-        NoPeers { target }
+    /// Dial `https://` peers with `tls` (see [`crate::tls::MemberTls::peer_dial`]).
+    pub fn with_tls(mut self, tls: Option<Result<Arc<rustls::ClientConfig>, String>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Whether the test-only partition switch is on.
+    pub fn partitioned(&self) -> bool {
+        self.partition_file.as_ref().is_some_and(|f| f.exists())
+    }
+
+    /// A client for member `id` at `node`'s first peer URL.
+    ///
+    /// # Errors
+    /// The member has no usable peer URL.
+    pub fn client(&self, id: u64, node: &MemberNode) -> Result<PeerClient<Channel>, PeerError> {
+        let url = node.peer_urls.first().ok_or(PeerError::NoUrl(id))?;
+        self.client_at(url)
+    }
+
+    /// A client for the member at `url`.
+    ///
+    /// # Errors
+    /// `url` is not usable.
+    pub fn client_at(&self, url: &str) -> Result<PeerClient<Channel>, PeerError> {
+        if self.partitioned() {
+            return Err(PeerError::BadUrl(
+                url.to_string(),
+                "partitioned (test switch): cannot connect".into(),
+            ));
+        }
+        let mut channels = self.channels.lock();
+        let channel = match channels.get(url) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = self.channel(url)?;
+                channels.insert(url.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    /// A lazily connected channel to `url`: plaintext for `http://`, TLS for `https://`.
+    fn channel(&self, url: &str) -> Result<Channel, PeerError> {
+        let bad = |e: String| PeerError::BadUrl(url.to_string(), e);
+        let tls = if url.starts_with("https://") {
+            match &self.tls {
+                Some(Ok(config)) => Some(config.clone()),
+                Some(Err(e)) => return Err(bad(e.clone())),
+                None => {
+                    return Err(bad(
+                        "an https:// peer needs peer TLS (--peer-cert-file and \
+                         --peer-key-file, or --peer-auto-tls)"
+                            .into(),
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        // tonic sees an http:// URI; the TLS dialler wraps the connection itself.
+        let uri = match tls {
+            Some(_) => crate::tls::dial::channel_uri(url).map_err(bad)?,
+            None => url.to_string(),
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        Ok(match tls {
+            Some(config) => {
+                endpoint.connect_with_connector_lazy(crate::tls::dial::TlsDialer::new(config))
+            }
+            None => endpoint.connect_lazy(),
+        })
     }
 }
 
-impl RaftNetwork<TypeConfig> for NoPeers {
+/// Creates [`PeerConnection`]s.
+#[derive(Clone)]
+pub struct Network {
+    peers: Arc<Peers>,
+}
+
+impl Network {
+    /// The network dialling through `peers`.
+    pub fn new(peers: Arc<Peers>) -> Self {
+        Self { peers }
+    }
+}
+
+/// openraft's connection to one peer.
+pub struct PeerConnection {
+    target: u64,
+    client: Result<PeerClient<Channel>, String>,
+    peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: u64, node: &MemberNode) -> PeerConnection {
+        PeerConnection {
+            target,
+            client: self.peers.client(target, node).map_err(|e| e.to_string()),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+type RpcError = RPCError<u64, MemberNode, RaftError<u64>>;
+
+fn unreachable(e: impl std::fmt::Display) -> Unreachable {
+    Unreachable::new(&std::io::Error::other(e.to_string()))
+}
+
+fn network(e: impl std::fmt::Display) -> NetworkError {
+    NetworkError::new(&std::io::Error::other(e.to_string()))
+}
+
+/// A transport failure: a peer that cannot be connected to is unreachable (openraft backs off),
+/// anything else is a network error (retried at once).
+fn transport(status: &tonic::Status) -> RpcError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => {
+            RPCError::Unreachable(unreachable(status))
+        }
+        _ => RPCError::Network(network(status)),
+    }
+}
+
+impl PeerConnection {
+    fn client(&self) -> Result<PeerClient<Channel>, RpcError> {
+        if self.peers.partitioned() {
+            return Err(RPCError::Unreachable(unreachable(
+                "partitioned (test switch)",
+            )));
+        }
+        self.client
+            .clone()
+            .map_err(|e| RPCError::Unreachable(unreachable(e)))
+    }
+
+    /// Sends one bincode message and decodes the peer's `Result`.
+    async fn call<Req, Resp>(
+        &self,
+        request: &Req,
+        option: &RPCOption,
+        send: impl AsyncFnOnce(
+            PeerClient<Channel>,
+            RaftMessage,
+        ) -> Result<tonic::Response<RaftMessage>, tonic::Status>,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let client = self.client()?;
+        let data = bincode::serialize(request).map_err(|e| RPCError::Network(network(e)))?;
+        let answer = tokio::time::timeout(option.hard_ttl(), send(client, RaftMessage { data }))
+            .await
+            .map_err(|_| RPCError::Unreachable(unreachable("timed out")))?
+            .map_err(|s| transport(&s))?;
+        let result: Result<Resp, RaftError<u64>> = bincode::deserialize(&answer.into_inner().data)
+            .map_err(|e| RPCError::Network(network(e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(RPCError::Unreachable(unreachable(self.target)))
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RpcError> {
+        self.call(&rpc, &option, async |mut c, m| c.append_entries(m).await)
+            .await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(RPCError::Unreachable(unreachable(self.target)))
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RpcError> {
+        self.call(&rpc, &option, async |mut c, m| c.vote(m).await)
+            .await
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote<u64>,
-        _snapshot: Snapshot<TypeConfig>,
-        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        vote: Vote<u64>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
-        Err(StreamingError::Network(NetworkError::new(
-            &std::io::Error::other("snapshot transport arrives with clusters (issue #5)"),
-        )))
+        if self.peers.partitioned() {
+            return Err(StreamingError::Unreachable(unreachable(
+                "partitioned (test switch)",
+            )));
+        }
+        let mut client = self
+            .client
+            .clone()
+            .map_err(|e| StreamingError::Unreachable(unreachable(e)))?;
+        let meta = bincode::serialize(&(vote, &snapshot.meta))
+            .map_err(|e| StreamingError::Network(network(e)))?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+        let first = SnapshotChunk {
+            meta,
+            data: Vec::new(),
+        };
+        tx.send(first)
+            .await
+            .map_err(|e| StreamingError::Network(network(e)))?;
+        tracing::info!(
+            target_member = format!("{:x}", self.target).as_str(),
+            snapshot = %snapshot.meta.snapshot_id,
+            "sending a snapshot"
+        );
+        // The engine writes its stream on a blocking thread; a dropped receiver (the call
+        // failed or was cancelled) ends the writing with an error.
+        let producer = tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter {
+                tx,
+                buf: Vec::with_capacity(CHUNK),
+            };
+            match *snapshot.snapshot {
+                EngineSnapshot::Live(store) => store.snapshot_to(&mut out).map(|_| ()),
+                EngineSnapshot::Received(path) => std::fs::File::open(path)
+                    .and_then(|mut f| std::io::copy(&mut f, &mut out).map(|_| ()))
+                    .map_err(rusd_mvcc::Error::from),
+            }
+            .and_then(|()| out.flush().map_err(rusd_mvcc::Error::from))
+        });
+        let call = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let answer = tokio::select! {
+            answer = call => answer,
+            closed = cancel => {
+                producer.abort();
+                return Err(StreamingError::Closed(closed));
+            }
+        };
+        match producer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StreamingError::Network(network(e))),
+            Err(e) => return Err(StreamingError::Network(network(e))),
+        }
+        let answer = answer.map_err(|s| match s.code() {
+            tonic::Code::Unavailable => StreamingError::Unreachable(unreachable(&s)),
+            _ => StreamingError::Network(network(&s)),
+        })?;
+        let result: Result<SnapshotResponse<u64>, Fatal<u64>> =
+            bincode::deserialize(&answer.into_inner().data)
+                .map_err(|e| StreamingError::Network(network(e)))?;
+        result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// Cuts a byte stream into [`SnapshotChunk`]s on a channel (from a blocking thread).
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<SnapshotChunk>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(SnapshotChunk {
+                meta: Vec::new(),
+                data,
+            })
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "peer went away"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
     }
 }

@@ -6,16 +6,22 @@
 //! 64 fsyncs). The proposer queues requests and, whenever the log can take another entry (at
 //! most two entries are outstanding), proposes everything queued as one batch entry.
 //! Applying a batch gives each operation its own revision, in queue order, exactly as separate
-//! entries would (see `apply.rs`).
+//! entries would (see `apply.rs`). On a follower the batch goes to the leader over the peer
+//! transport, which appends it as it is.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
+use prost::Message;
+use rusd_proto::peerpb::RaftMessage;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::route::{Forwarded, Route, Router};
 use super::{Op, Output, Raft, RaftRequest, RaftResponse};
 use crate::error::ServerError;
+use crate::membership::MemberNode;
 
 /// Entries proposed and not yet applied: one being made durable, one waiting behind it.
 const IN_FLIGHT: usize = 2;
@@ -30,16 +36,33 @@ type Reply = oneshot::Sender<Result<Output, ServerError>>;
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::UnboundedSender<(Op, Reply)>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    raft: Raft,
+    router: Router,
+    snapshot_count: u64,
+    since_snapshot: AtomicU64,
+    /// How long a proposal waits for a leader to be known before it fails with "no leader".
+    leader_wait: Duration,
 }
 
 impl Proposer {
     /// Starts the batching task for `raft`; after every `snapshot_count` operations applied it
     /// asks for a snapshot (etcd's `--snapshot-count`), which makes the engine durable and lets
-    /// the log be purged.
-    pub fn start(raft: Raft, snapshot_count: u64) -> Self {
+    /// the log be purged. On a follower, batches go to the leader through `router`.
+    pub fn start(raft: Raft, router: Router, snapshot_count: u64, leader_wait: Duration) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, snapshot_count));
-        Self { queue }
+        let shared = Arc::new(Shared {
+            raft,
+            router,
+            snapshot_count,
+            since_snapshot: AtomicU64::new(0),
+            leader_wait,
+        });
+        tokio::spawn(run(shared.clone(), rx));
+        Self { queue, shared }
     }
 
     /// Proposes `op` and waits until it is applied.
@@ -53,11 +76,90 @@ impl Proposer {
             .map_err(|_| ServerError::Stopped)?;
         rx.await.map_err(|_| ServerError::Stopped)?
     }
+
+    /// Appends `request` (a follower's batch) to this member's log, which must lead, and waits
+    /// until it is applied.
+    ///
+    /// # Errors
+    /// This member does not lead, or etcd's availability errors.
+    pub async fn propose_forwarded(
+        &self,
+        request: RaftRequest,
+    ) -> Result<RaftResponse, ServerError> {
+        let n = request.batch.len().max(1) as u64;
+        let _pass = self.shared.router.pass().await;
+        let result = self
+            .shared
+            .raft
+            .client_write(request)
+            .await
+            .map(|r| r.data)
+            .map_err(|e| map_write_error(&e));
+        self.shared.applied(n).await;
+        result
+    }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>, snapshot_count: u64) {
+impl Shared {
+    /// Counts `n` applied requests towards `--snapshot-count`.
+    async fn applied(&self, n: u64) {
+        let total = self.since_snapshot.fetch_add(n, Ordering::Relaxed) + n;
+        if total >= self.snapshot_count
+            && self
+                .since_snapshot
+                .compare_exchange(total, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            if let Err(e) = self.raft.trigger().snapshot().await {
+                tracing::warn!(error = %e, "could not trigger a snapshot");
+            }
+        }
+    }
+
+    /// Appends `request` through the leader: this member's log if it leads, else the
+    /// leader's, over the peer transport.
+    async fn write(&self, request: RaftRequest) -> Result<RaftResponse, ServerError> {
+        let _pass = self.router.pass().await;
+        let data = request.encode_to_vec();
+        let forwarded = self
+            .router
+            .forward(self.leader_wait, |mut leader| {
+                let data = data.clone();
+                async move { leader.propose(RaftMessage { data }).await }
+            })
+            .await?;
+        match forwarded {
+            Forwarded::Local => self
+                .raft
+                .client_write(request)
+                .await
+                .map(|r| r.data)
+                .map_err(|e| map_write_error(&e)),
+            Forwarded::Remote(answer) => decode_forwarded(&answer.data),
+        }
+    }
+}
+
+/// The leader's answer to a forwarded proposal, in wire form.
+pub fn encode_forwarded(result: &Result<RaftResponse, ServerError>) -> Vec<u8> {
+    let wire: Result<&RaftResponse, (i32, String)> = match result {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let (code, message) = crate::grpc::status::code_and_message(e);
+            Err((code as i32, message))
+        }
+    };
+    bincode::serialize(&wire).unwrap_or_default()
+}
+
+fn decode_forwarded(bytes: &[u8]) -> Result<RaftResponse, ServerError> {
+    let wire: Result<RaftResponse, (i32, String)> = bincode::deserialize(bytes)
+        .map_err(|e| ServerError::Internal(format!("undecodable answer from the leader: {e}")))?;
+    wire.map_err(|(code, message)| ServerError::Remote { code, message })
+}
+
+async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let since_snapshot = Arc::new(AtomicU64::new(0));
     while let Some(first) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -74,68 +176,60 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>, snapshot_
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
-        let since_snapshot = since_snapshot.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let n = batch.len() as u64;
-            submit(&raft, batch).await;
+            let local = submit(&shared, batch).await;
             drop(slot);
-            let total = since_snapshot.fetch_add(n, Ordering::Relaxed) + n;
-            if total >= snapshot_count
-                && since_snapshot
-                    .compare_exchange(total, 0, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                if let Err(e) = raft.trigger().snapshot().await {
-                    tracing::warn!(error = %e, "could not trigger a snapshot");
-                }
+            if local {
+                shared.applied(n).await;
             }
         });
     }
 }
 
-async fn submit(raft: &Raft, mut batch: Vec<(Op, Reply)>) {
+/// Proposes one batch and answers its requests; true if it went through this member's log.
+async fn submit(shared: &Shared, mut batch: Vec<(Op, Reply)>) -> bool {
+    let local = matches!(shared.router.leader(), Ok(Route::Local));
     if batch.len() == 1 {
         let Some((op, reply)) = batch.pop() else {
-            return;
+            return local;
         };
-        let result = match raft.client_write(RaftRequest::new(op)).await {
-            Ok(r) => match r.data {
-                RaftResponse::One(result) => result,
-                RaftResponse::Batch(_) => Err(mismatch()),
-            },
-            Err(e) => Err(map_write_error(&e)),
+        let result = match shared.write(RaftRequest::new(op)).await {
+            Ok(RaftResponse::One(result)) => result,
+            Ok(RaftResponse::Batch(_)) => Err(mismatch()),
+            Err(e) => Err(e),
         };
         let _ = reply.send(result);
-        return;
+        return local;
     }
     let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
-    match raft.client_write(RaftRequest::batch(ops)).await {
-        Ok(r) => match r.data {
-            RaftResponse::Batch(results) if results.len() == replies.len() => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
+    match shared.write(RaftRequest::batch(ops)).await {
+        Ok(RaftResponse::Batch(results)) if results.len() == replies.len() => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
             }
-            _ => {
-                for reply in replies {
-                    let _ = reply.send(Err(mismatch()));
-                }
+        }
+        Ok(_) => {
+            for reply in replies {
+                let _ = reply.send(Err(mismatch()));
             }
-        },
+        }
         Err(e) => {
             for reply in replies {
-                let _ = reply.send(Err(map_write_error(&e)));
+                let _ = reply.send(Err(super::request::copy_error(&e)));
             }
         }
     }
+    local
 }
 
 fn mismatch() -> ServerError {
     ServerError::Internal("applying a batch entry returned a result of another shape".into())
 }
 
-fn map_write_error(e: &RaftError<u64, ClientWriteError<u64, openraft::BasicNode>>) -> ServerError {
+/// openraft's write errors as etcd's.
+pub fn map_write_error(e: &RaftError<u64, ClientWriteError<u64, MemberNode>>) -> ServerError {
     match e {
         RaftError::Fatal(_) => ServerError::Stopped,
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_id {

@@ -157,6 +157,11 @@ impl Clone for RaftResponse {
     }
 }
 
+/// A copy of `e` in wire form (same gRPC code and text).
+pub(crate) fn copy_error(e: &ServerError) -> ServerError {
+    remote(e)
+}
+
 fn remote(e: &ServerError) -> ServerError {
     let (code, message) = crate::grpc::status::code_and_message(e);
     ServerError::Remote {

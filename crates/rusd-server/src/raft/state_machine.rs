@@ -16,6 +16,7 @@ use rusd_mvcc::Table;
 
 use super::{EngineSnapshot, LogId, RaftResponse, TypeConfig};
 use crate::apply::{keys, Applier};
+use crate::membership::MemberNode;
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
 
@@ -32,7 +33,7 @@ fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<u64> {
 #[derive(Clone)]
 pub struct StateMachine {
     applier: Arc<Applier>,
-    last_snapshot: Arc<Mutex<Option<SnapshotMeta<u64, openraft::BasicNode>>>>,
+    last_snapshot: Arc<Mutex<Option<SnapshotMeta<u64, MemberNode>>>>,
 }
 
 impl StateMachine {
@@ -44,7 +45,7 @@ impl StateMachine {
         }
     }
 
-    fn stored(&self) -> StorageResult<(Option<LogId>, StoredMembership<u64, openraft::BasicNode>)> {
+    fn stored(&self) -> StorageResult<(Option<LogId>, StoredMembership<u64, MemberNode>)> {
         let tx = self.applier.store.backend().read();
         let read = |key: &[u8]| {
             tx.get(Table::Members, key)
@@ -85,7 +86,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         *self.last_snapshot.lock() = Some(meta.clone());
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(EngineSnapshot),
+            snapshot: Box::new(EngineSnapshot::Live(self.applier.store.clone())),
         })
     }
 }
@@ -95,7 +96,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> StorageResult<(Option<LogId>, StoredMembership<u64, openraft::BasicNode>)> {
+    ) -> StorageResult<(Option<LogId>, StoredMembership<u64, MemberNode>)> {
         self.stored()
     }
 
@@ -132,27 +133,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<EngineSnapshot>> {
+        // Snapshots arrive whole through the peer service (`install_full_snapshot`), never in
+        // openraft's chunks.
         Err(sm_err(
             ErrorVerb::Write,
-            "receiving snapshots arrives with clusters (issue #5)",
+            "snapshots are received by the peer service, not in chunks",
         ))
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        _snapshot: Box<EngineSnapshot>,
+        meta: &SnapshotMeta<u64, MemberNode>,
+        snapshot: Box<EngineSnapshot>,
     ) -> StorageResult<()> {
-        Err(sm_err(
-            ErrorVerb::Write,
-            "installing snapshots arrives with clusters (issue #5)",
-        ))
+        let EngineSnapshot::Received(path) = *snapshot else {
+            return Err(sm_err(ErrorVerb::Write, "installing a live snapshot"));
+        };
+        let applier = self.applier.clone();
+        tokio::task::spawn_blocking(move || applier.install_snapshot(&path))
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        *self.last_snapshot.lock() = Some(meta.clone());
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
         Ok(self.last_snapshot.lock().clone().map(|meta| Snapshot {
             meta,
-            snapshot: Box::new(EngineSnapshot),
+            snapshot: Box::new(EngineSnapshot::Live(self.applier.store.clone())),
         }))
     }
 }

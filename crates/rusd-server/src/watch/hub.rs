@@ -27,6 +27,10 @@ pub(crate) struct Live {
     pub batch: Arc<EventBatch>,
     /// Whether the events carry `prev_kv` (the write began while someone wanted it).
     pub has_prev: bool,
+    /// Not events: a snapshot replaced the store's history up to `batch.revision` (a follower
+    /// catching up). Streams deliver nothing for it; their watchers below it re-sync from the
+    /// new history.
+    pub restored: bool,
 }
 
 /// What the observer callback shares with the hub (never the store: no reference cycle).
@@ -51,6 +55,20 @@ impl Feed {
         let _ = self.tx.send(Live {
             batch: batch.clone(),
             has_prev,
+            restored: false,
+        });
+    }
+
+    /// The store's history was replaced up to `revision`: later batches start above it.
+    fn restored(&self, revision: i64) {
+        self.last_sent.store(revision, Ordering::Release);
+        let _ = self.tx.send(Live {
+            batch: Arc::new(EventBatch {
+                revision,
+                events: Vec::new(),
+            }),
+            has_prev: false,
+            restored: true,
         });
     }
 }
@@ -64,11 +82,13 @@ struct HubInner {
     store: MvccStore,
     feed: Arc<Feed>,
     reg: Mutex<Registration>,
+    restore_observer: u64,
 }
 
 impl Drop for HubInner {
     fn drop(&mut self) {
         self.store.unobserve(self.reg.lock().observer);
+        self.store.unobserve(self.restore_observer);
     }
 }
 
@@ -88,6 +108,9 @@ impl WatchHub {
             prev_since: AtomicI64::new(i64::MAX),
         });
         let observer = register(&store, &feed, false);
+        let restore_feed = feed.clone();
+        let restore_observer =
+            store.observe_restore(move |outcome| restore_feed.restored(outcome.revision));
         Self {
             inner: Arc::new(HubInner {
                 store,
@@ -96,6 +119,7 @@ impl WatchHub {
                     observer,
                     prev_watchers: 0,
                 }),
+                restore_observer,
             }),
         }
     }

@@ -274,6 +274,12 @@ impl Session {
     /// Hands one live revision to the watchers waiting for exactly it.
     fn apply_live(&mut self, live: &Live) -> Vec<pb::WatchResponse> {
         let revision = live.batch.revision;
+        if live.restored {
+            // History up to `revision` was replaced: watchers below it are now unsynced and
+            // read the new history (or learn it is compacted).
+            self.delivered = self.delivered.max(revision);
+            return Vec::new();
+        }
         let mut out = Vec::new();
         for w in self.watchers.iter_mut() {
             if w.next_rev != revision || (w.spec.prev_kv && !live.has_prev) {

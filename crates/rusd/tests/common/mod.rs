@@ -1,6 +1,8 @@
 //! Test harness: a real `rusd` process on 127.0.0.1 with a random port and its own data dir.
 #![allow(dead_code, missing_docs)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,11 +19,19 @@ pub struct Rusd {
     extra: Vec<String>,
     /// stderr lines seen so far (kept in the background).
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Schemes of the client URLs (`http`, `https`; both serve on one port).
+    schemes: Vec<String>,
 }
 
 impl Rusd {
     /// Starts rusd with a fresh data dir and `extra` flags.
     pub fn start(extra: &[&str]) -> Rusd {
+        Self::start_with_schemes(&["http"], extra)
+    }
+
+    /// Starts rusd with a fresh data dir, client URLs with `schemes` (e.g. `["https"]`, or
+    /// `["http", "https"]` for both on one port) and `extra` flags (TLS flags for https).
+    pub fn start_with_schemes(schemes: &[&str], extra: &[&str]) -> Rusd {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let mut r = Rusd {
@@ -31,6 +41,7 @@ impl Rusd {
             _tmp: Some(tmp),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: Default::default(),
+            schemes: schemes.iter().map(|s| s.to_string()).collect(),
         };
         r.spawn(None);
         r
@@ -45,6 +56,7 @@ impl Rusd {
             _tmp: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: Default::default(),
+            schemes: vec!["http".to_string()],
         };
         r.spawn(None);
         r
@@ -52,7 +64,12 @@ impl Rusd {
 
     fn spawn(&mut self, port: Option<u16>) {
         let port = port.unwrap_or(0);
-        let url = format!("http://127.0.0.1:{port}");
+        let url = self
+            .schemes
+            .iter()
+            .map(|scheme| format!("{scheme}://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rusd"));
         cmd.arg("--data-dir")
             .arg(&self.data_dir)
@@ -169,9 +186,10 @@ impl Rusd {
             .expect("connect")
     }
 
-    /// `http://127.0.0.1:port`
+    /// `http://127.0.0.1:port` (the first client URL's scheme).
     pub fn url(&self) -> String {
-        format!("http://{}", self.endpoint)
+        let scheme = self.schemes.first().map_or("http", String::as_str);
+        format!("{scheme}://{}", self.endpoint)
     }
 }
 

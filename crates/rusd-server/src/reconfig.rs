@@ -1,0 +1,436 @@
+//! Membership changes, run on the leader: etcd's MemberAdd, MemberRemove, MemberUpdate,
+//! MemberPromote, a started member's publish of its name and client URLs, the promotion of
+//! caught-up members, and MoveLeader.
+//!
+//! The member list is openraft's membership (see [`crate::membership`]), so every change is an
+//! openraft membership change. openraft runs one at a time, so they are serialized here, and
+//! retried while another (for example an automatic promotion) is in flight.
+//!
+//! Where rusd differs from etcd on purpose: a member added as a voter joins Raft as a learner
+//! and is promoted once it has caught up ([`MemberNode::promote`]). Until then it is listed as
+//! a voter (as etcd lists it) but does not count towards the quorum, so adding a member that
+//! has not started yet never makes a cluster lose its quorum (with etcd, adding a second member
+//! to a single-member cluster blocks every write until the new member starts).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+use rusd_proto::etcdserverpb as pb;
+
+use crate::context::Ctx;
+use crate::error::ServerError;
+use crate::membership::{new_member_id, MemberNode};
+use crate::raft::proposer::map_write_error;
+use crate::raft::Membership;
+
+/// A learner is ready to vote once it has this share of the leader's log (etcd: 90%).
+const READY_PERCENT: u64 = 90;
+/// How long a change waits for another one in flight before giving up.
+const IN_PROGRESS_WAIT: Duration = Duration::from_secs(5);
+
+/// Serializes membership changes on this member.
+#[derive(Default)]
+pub struct Reconfig {
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// The members as etcd lists them, sorted by id.
+pub fn members(membership: &Membership) -> Vec<pb::Member> {
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let mut out: Vec<pb::Member> = membership
+        .nodes()
+        .map(|(id, node)| to_pb(*id, node, !voters.contains(id) && !node.promote))
+        .collect();
+    out.sort_by_key(|m| m.id);
+    out
+}
+
+fn to_pb(id: u64, node: &MemberNode, is_learner: bool) -> pb::Member {
+    pb::Member {
+        id,
+        name: node.name.clone(),
+        peer_ur_ls: node.peer_urls.clone(),
+        client_ur_ls: node.client_urls.clone(),
+        is_learner,
+    }
+}
+
+fn is_voter(membership: &Membership, id: u64) -> bool {
+    membership.voter_ids().any(|v| v == id)
+}
+
+fn membership(ctx: &Ctx) -> Membership {
+    ctx.raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone()
+}
+
+/// etcd checks peer URLs with `types.NewURLs`: each must be a URL with a scheme and a host.
+fn valid_url(u: &str) -> bool {
+    match u.split_once("://") {
+        Some((scheme, rest)) => {
+            matches!(scheme, "http" | "https" | "unix" | "unixs")
+                && !rest.is_empty()
+                && !rest.contains('/')
+        }
+        None => false,
+    }
+}
+
+impl Ctx {
+    async fn change(&self, change: ChangeMembers<u64, MemberNode>) -> Result<(), ServerError> {
+        let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
+        loop {
+            match self.raft.change_membership(change.clone(), false).await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::LearnerNotFound(_),
+                ))) => return Err(ServerError::MemberNotFound),
+                Err(e) => return Err(map_write_error(&e)),
+            }
+        }
+    }
+
+    /// Fails unless this member leads.
+    ///
+    /// # Errors
+    /// `NotLeader` or `NoLeader`.
+    pub fn require_leader(&self) -> Result<(), ServerError> {
+        match self.leader() {
+            Some(l) if l == self.member_id => Ok(()),
+            Some(_) => Err(ServerError::NotLeader),
+            None => Err(ServerError::NoLeader),
+        }
+    }
+
+    /// MemberAdd on the leader.
+    ///
+    /// # Errors
+    /// etcd's membership errors; not the leader.
+    pub async fn leader_member_add(
+        &self,
+        r: pb::MemberAddRequest,
+    ) -> Result<pb::MemberAddResponse, ServerError> {
+        self.require_leader()?;
+        if r.peer_ur_ls.is_empty() || !r.peer_ur_ls.iter().all(|u| valid_url(u)) {
+            return Err(ServerError::MemberBadUrls);
+        }
+        let _guard = self.reconfig.lock.lock().await;
+        let current = membership(self);
+        let taken: BTreeSet<&String> = current.nodes().flat_map(|(_, n)| &n.peer_urls).collect();
+        if r.peer_ur_ls.iter().any(|u| taken.contains(u)) {
+            return Err(ServerError::PeerUrlExists);
+        }
+        let learners = current
+            .nodes()
+            .filter(|(id, n)| !is_voter(&current, **id) && !n.promote)
+            .count();
+        if r.is_learner && learners >= 1 {
+            return Err(ServerError::TooManyLearners);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let id = new_member_id(&r.peer_ur_ls, &self.config.initial_cluster_token, now);
+        if current.get_node(&id).is_some() {
+            return Err(ServerError::MemberExists);
+        }
+        let node = MemberNode {
+            name: String::new(),
+            peer_urls: r.peer_ur_ls.clone(),
+            client_urls: Vec::new(),
+            promote: !r.is_learner,
+        };
+        self.change(ChangeMembers::AddNodes(BTreeMap::from([(
+            id,
+            node.clone(),
+        )])))
+        .await?;
+        tracing::info!(
+            member = format!("{id:x}").as_str(),
+            peer_urls = ?r.peer_ur_ls,
+            learner = r.is_learner,
+            "added member"
+        );
+        Ok(pb::MemberAddResponse {
+            header: self.header(0),
+            member: Some(to_pb(id, &node, r.is_learner)),
+            members: members(&membership(self)),
+        })
+    }
+
+    /// MemberRemove on the leader.
+    ///
+    /// # Errors
+    /// etcd's membership errors; not the leader.
+    pub async fn leader_member_remove(
+        &self,
+        r: pb::MemberRemoveRequest,
+    ) -> Result<pb::MemberRemoveResponse, ServerError> {
+        self.require_leader()?;
+        let _guard = self.reconfig.lock.lock().await;
+        let current = membership(self);
+        if current.get_node(&r.id).is_none() {
+            return Err(ServerError::MemberNotFound);
+        }
+        if is_voter(&current, r.id) {
+            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([r.id])))
+                .await?;
+        }
+        // A removed voter stays a learner until the second change removes its node.
+        self.change(ChangeMembers::RemoveNodes(BTreeSet::from([r.id])))
+            .await?;
+        tracing::info!(member = format!("{:x}", r.id).as_str(), "removed member");
+        Ok(pb::MemberRemoveResponse {
+            header: self.header(0),
+            members: members(&membership(self)),
+        })
+    }
+
+    /// MemberUpdate on the leader: new peer URLs.
+    ///
+    /// # Errors
+    /// etcd's membership errors; not the leader.
+    pub async fn leader_member_update(
+        &self,
+        r: pb::MemberUpdateRequest,
+    ) -> Result<pb::MemberUpdateResponse, ServerError> {
+        self.require_leader()?;
+        if r.peer_ur_ls.is_empty() || !r.peer_ur_ls.iter().all(|u| valid_url(u)) {
+            return Err(ServerError::MemberBadUrls);
+        }
+        let _guard = self.reconfig.lock.lock().await;
+        let current = membership(self);
+        let Some(node) = current.get_node(&r.id) else {
+            return Err(ServerError::MemberNotFound);
+        };
+        let others: BTreeSet<&String> = current
+            .nodes()
+            .filter(|(id, _)| **id != r.id)
+            .flat_map(|(_, n)| &n.peer_urls)
+            .collect();
+        if r.peer_ur_ls.iter().any(|u| others.contains(u)) {
+            return Err(ServerError::PeerUrlExists);
+        }
+        let mut node = node.clone();
+        node.peer_urls = r.peer_ur_ls.clone();
+        self.change(ChangeMembers::SetNodes(BTreeMap::from([(r.id, node)])))
+            .await?;
+        Ok(pb::MemberUpdateResponse {
+            header: self.header(0),
+            members: members(&membership(self)),
+        })
+    }
+
+    /// MemberPromote on the leader: a learner that has caught up becomes a voter.
+    ///
+    /// # Errors
+    /// etcd's membership errors; not the leader.
+    pub async fn leader_member_promote(
+        &self,
+        r: pb::MemberPromoteRequest,
+    ) -> Result<pb::MemberPromoteResponse, ServerError> {
+        self.require_leader()?;
+        let _guard = self.reconfig.lock.lock().await;
+        let current = membership(self);
+        let Some(node) = current.get_node(&r.id) else {
+            return Err(ServerError::MemberNotFound);
+        };
+        if is_voter(&current, r.id) || node.promote {
+            return Err(ServerError::MemberNotLearner);
+        }
+        if !self.caught_up(r.id) {
+            return Err(ServerError::LearnerNotReady);
+        }
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([r.id])))
+            .await?;
+        tracing::info!(member = format!("{:x}", r.id).as_str(), "promoted member");
+        Ok(pb::MemberPromoteResponse {
+            header: self.header(0),
+            members: members(&membership(self)),
+        })
+    }
+
+    /// A started member's name and client URLs, recorded on the leader (etcd's publish).
+    ///
+    /// # Errors
+    /// Not the leader; the member is unknown.
+    pub async fn leader_publish(
+        &self,
+        id: u64,
+        name: String,
+        client_urls: Vec<String>,
+    ) -> Result<(), ServerError> {
+        self.require_leader()?;
+        let _guard = self.reconfig.lock.lock().await;
+        let current = membership(self);
+        let Some(node) = current.get_node(&id) else {
+            return Err(ServerError::MemberNotFound);
+        };
+        if node.name == name && node.client_urls == client_urls {
+            return Ok(());
+        }
+        let mut node = node.clone();
+        node.name = name;
+        node.client_urls = client_urls;
+        self.change(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])))
+            .await
+    }
+
+    /// Whether learner `id` has this leader's log up to [`READY_PERCENT`].
+    fn caught_up(&self, id: u64) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned().flatten())
+            .map_or(0, |l| l.index);
+        matched * 100 >= last * READY_PERCENT && matched > 0
+    }
+
+    /// On the leader: promotes members added as voters once they have caught up.
+    pub async fn promote_caught_up(&self) {
+        if self.require_leader().is_err() {
+            return;
+        }
+        let current = membership(self);
+        let ready: Vec<(u64, MemberNode)> = current
+            .nodes()
+            .filter(|(id, n)| n.promote && self.caught_up(**id))
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        for (id, mut node) in ready {
+            let _guard = self.reconfig.lock.lock().await;
+            if !is_voter(&current, id) {
+                if let Err(e) = self
+                    .change(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+                    .await
+                {
+                    tracing::warn!(member = format!("{id:x}").as_str(), error = %e, "promoting a member failed");
+                    continue;
+                }
+            }
+            node.promote = false;
+            if let Err(e) = self
+                .change(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])))
+                .await
+            {
+                tracing::warn!(member = format!("{id:x}").as_str(), error = %e, "recording a promotion failed");
+            } else {
+                tracing::info!(
+                    member = format!("{id:x}").as_str(),
+                    "member caught up: now a voter"
+                );
+            }
+        }
+    }
+}
+
+impl Ctx {
+    /// MoveLeader on the leader.
+    ///
+    /// openraft 0.9 has no leadership transfer, and a follower refuses to vote while its leader
+    /// lease (the election timeout's upper bound) runs. So the leader stops sending anything
+    /// (heartbeats off, local writes and read-index rounds held at the router's gate) until
+    /// the leases have run out, then asks the transferee, which has the whole log, to start an
+    /// election; it wins before any other follower's election timer fires. Writes pause for
+    /// about one lease.
+    ///
+    /// # Errors
+    /// Not the leader; the target is not a voter ("bad leader transferee"); the transfer did
+    /// not complete in time.
+    pub async fn leader_transfer(&self, target: u64) -> Result<(), ServerError> {
+        self.require_leader()?;
+        if target == self.member_id {
+            return Ok(());
+        }
+        let current = membership(self);
+        let node = match current.get_node(&target) {
+            Some(node) if is_voter(&current, target) => node.clone(),
+            _ => return Err(ServerError::BadLeaderTransferee),
+        };
+        let _guard = self.reconfig.lock.lock().await;
+        let gate = self.router.close().await;
+        let lease = Duration::from_millis(self.raft_config.election_timeout_max);
+        // The transferee must have every entry, or the others would refuse to vote for it.
+        let caught_up = async {
+            let last = self.raft.metrics().borrow().last_log_index;
+            let mut rx = self.raft.metrics();
+            loop {
+                let matched = rx
+                    .borrow()
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&target).cloned().flatten())
+                    .map(|l| l.index);
+                if matched >= last {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(lease, caught_up).await.is_err() {
+            return Err(ServerError::Timeout);
+        }
+        let runtime = self.raft.runtime_config();
+        runtime.heartbeat(false);
+        runtime.elect(false);
+        tokio::time::sleep(lease + Duration::from_millis(50)).await;
+        let asked = match self.router.peers().client(target, &node) {
+            Ok(mut client) => client
+                .campaign(rusd_proto::peerpb::CampaignRequest {})
+                .await
+                .map_err(crate::raft::route::from_peer_status),
+            Err(e) => Err(ServerError::Internal(e.to_string())),
+        };
+        let moved = match asked {
+            Ok(_) => {
+                let mut rx = self.raft.metrics();
+                tokio::time::timeout(lease * 2, async {
+                    loop {
+                        if rx.borrow().current_leader == Some(target) {
+                            return true;
+                        }
+                        if rx.changed().await.is_err() {
+                            return false;
+                        }
+                    }
+                })
+                .await
+                .unwrap_or(false)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the transferee did not start an election");
+                false
+            }
+        };
+        runtime.heartbeat(true);
+        runtime.elect(true);
+        drop(gate);
+        if moved {
+            tracing::info!(
+                from = format!("{:x}", self.member_id).as_str(),
+                to = format!("{target:x}").as_str(),
+                "leadership transferred"
+            );
+            Ok(())
+        } else {
+            Err(ServerError::TransferTimeout)
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Clusters of real rusd processes on 127.0.0.1: replication, leader failure, an isolated
+//! follower, membership changes, leader transfer, catching up from a snapshot.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{free_port, Cluster};
+use etcd_client::{GetOptions, MemberAddOptions, WatchOptions};
+
+/// Puts `key`, retrying while the cluster has no leader (bounded: 20 s).
+async fn put_retrying(c: &mut etcd_client::Client, key: &str, value: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match c.put(key, value, None).await {
+            Ok(r) => return r.header().map(|h| h.revision()).unwrap_or(0),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "put {key} kept failing: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Waits until member `m` serves `key` = `value` from its own state (serializable).
+async fn wait_local_value(cluster: &Cluster, m: usize, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut c = cluster.members[m].client().await;
+    loop {
+        if let Ok(r) = c
+            .get(key, Some(GetOptions::new().with_serializable()))
+            .await
+        {
+            if r.kvs().first().map(|kv| kv.value()) == Some(value.as_bytes()) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member {m} never served {key}={value}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_replicate_survive_leader_kill_and_catch_up() {
+    let mut cluster = Cluster::start(3, &[]);
+    // A write through every member (followers forward to the leader) is visible on every
+    // member, linearizably.
+    for i in 0..3 {
+        let mut c = cluster.members[i].client().await;
+        c.put(format!("k{i}"), format!("v{i}"), None)
+            .await
+            .expect("put");
+    }
+    for i in 0..3 {
+        let mut c = cluster.members[i].client().await;
+        let r = c
+            .get("k", Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("get");
+        assert_eq!(r.kvs().len(), 3, "member {i}");
+        assert_eq!(r.header().expect("header").revision(), 4);
+    }
+    let members = cluster.members[1]
+        .client()
+        .await
+        .member_list()
+        .await
+        .expect("member list");
+    assert_eq!(members.members().len(), 3);
+    for m in members.members() {
+        assert!(!m.name().is_empty(), "every member published its name");
+        assert_eq!(m.client_urls().len(), 1);
+        assert!(!m.is_learner());
+    }
+
+    // The leader dies; the others elect a new one and keep accepting writes.
+    let leader = cluster.leader().await;
+    cluster.members[leader].kill9();
+    let survivor = (leader + 1) % 3;
+    let mut c = cluster.members[survivor].client().await;
+    let mut last = 0;
+    for n in 0..20 {
+        last = put_retrying(&mut c, &format!("after/{n}"), &n.to_string()).await;
+    }
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+
+    // The old leader comes back as a follower and catches up.
+    cluster.members[leader].restart();
+    wait_local_value(&cluster, leader, "after/19", "19").await;
+    let mut c = cluster.members[leader].client().await;
+    let r = c.get("after/19", None).await.expect("linearizable get");
+    assert!(r.header().expect("header").revision() >= last);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_follower_cannot_serve_linearizable_reads_and_rejoins() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    cluster.members[follower].partition(true);
+    let mut c = cluster.members[leader].client().await;
+    for n in 0..10 {
+        put_retrying(&mut c, &format!("p/{n}"), &n.to_string()).await;
+    }
+    // The majority goes on; the cut-off member cannot confirm a read index.
+    let mut isolated = cluster.members[follower].client().await;
+    let started = Instant::now();
+    let read = isolated.get("p/9", None).await;
+    assert!(
+        read.is_err(),
+        "a linearizable read on an isolated member: {read:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // A serializable read answers from its (stale) state.
+    let stale = isolated
+        .get("p/9", Some(GetOptions::new().with_serializable()))
+        .await
+        .expect("serializable get");
+    assert!(stale.kvs().is_empty());
+
+    cluster.members[follower].partition(false);
+    wait_local_value(&cluster, follower, "p/9", "9").await;
+    let r = isolated
+        .get("p/", Some(GetOptions::new().with_prefix()))
+        .await;
+    assert_eq!(r.expect("get after healing").kvs().len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_removed_added_and_promoted() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    let victim = (leader + 1) % 3;
+    let victim_id = cluster.id_of(victim).await;
+    let mut c = cluster.members[leader].client().await;
+
+    // Remove a follower: two members remain and still have a quorum.
+    let removed = c.member_remove(victim_id).await.expect("member remove");
+    assert_eq!(removed.members().len(), 2);
+    cluster.members[victim].kill9();
+    put_retrying(&mut c, "after-remove", "1").await;
+    let err = c.member_remove(victim_id).await.expect_err("removed twice");
+    assert!(err.to_string().contains("member not found"), "{err}");
+
+    // A learner joins, catches up, and is promoted.
+    let port = free_port();
+    let added = c
+        .member_add(
+            [format!("http://127.0.0.1:{port}")],
+            Some(MemberAddOptions::new().with_is_learner()),
+        )
+        .await
+        .expect("member add --learner");
+    let learner_id = added.member().expect("member").id();
+    assert!(added.member().expect("member").is_learner());
+    let second = c
+        .member_add(
+            [format!("http://127.0.0.1:{}", free_port())],
+            Some(MemberAddOptions::new().with_is_learner()),
+        )
+        .await
+        .expect_err("a second learner");
+    assert!(
+        second.to_string().contains("too many learner members"),
+        "{second}"
+    );
+    let dup = c
+        .member_add([format!("http://127.0.0.1:{port}")], None)
+        .await
+        .expect_err("the same peer URL again");
+    assert!(
+        dup.to_string().contains("Peer URLs already exists"),
+        "{dup}"
+    );
+
+    let l = cluster.join("learner", port);
+    wait_local_value(&cluster, l, "after-remove", "1").await;
+    let list = c.member_list().await.expect("member list");
+    let me = list
+        .members()
+        .iter()
+        .find(|m| m.id() == learner_id)
+        .expect("learner listed");
+    assert!(me.is_learner());
+    assert_eq!(me.name(), "learner", "the learner published its name");
+    // A learner serves serializable reads only (etcd's rule).
+    let mut on_learner = cluster.members[l].client().await;
+    for err in [
+        on_learner.get("after-remove", None).await.map(|_| ()),
+        on_learner.put("x", "y", None).await.map(|_| ()),
+    ] {
+        let err = err.expect_err("a learner refuses it");
+        assert!(
+            err.to_string().contains("rpc not supported for learner"),
+            "{err}"
+        );
+    }
+    let promote = loop {
+        match c.member_promote(learner_id).await {
+            Err(e) if e.to_string().contains("in sync with leader") => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => break other,
+        }
+    };
+    promote.expect("member promote");
+    // Once the promotion reaches it, the former learner serves writes (forwarded).
+    put_retrying(&mut on_learner, "x", "y").await;
+    let list = c.member_list().await.expect("member list");
+    assert!(list.members().iter().all(|m| !m.is_learner()));
+    assert_eq!(list.members().len(), 3);
+    let again = c
+        .member_promote(learner_id)
+        .await
+        .expect_err("promote a voter");
+    assert!(
+        again
+            .to_string()
+            .contains("can only promote a learner member"),
+        "{again}"
+    );
+
+    // A voter added before it starts does not count towards the quorum until it caught up.
+    let port = free_port();
+    let added = c
+        .member_add([format!("http://127.0.0.1:{port}")], None)
+        .await
+        .expect("member add");
+    assert!(!added.member().expect("member").is_learner());
+    put_retrying(&mut c, "before-join", "1").await;
+    let j = cluster.join("late", port);
+    wait_local_value(&cluster, j, "before-join", "1").await;
+    let list = c.member_list().await.expect("member list");
+    assert_eq!(list.members().len(), 4);
+    assert!(list
+        .members()
+        .iter()
+        .all(|m| !m.is_learner() && !m.name().is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_another_member() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    let target = (leader + 2) % 3;
+    let target_id = cluster.id_of(target).await;
+
+    let mut follower = cluster.members[target].client().await;
+    let err = follower
+        .move_leader(target_id)
+        .await
+        .expect_err("move-leader on a follower");
+    assert!(err.to_string().contains("not leader"), "{err}");
+    let mut c = cluster.members[leader].client().await;
+    let err = c.move_leader(0xdead).await.expect_err("unknown transferee");
+    assert!(err.to_string().contains("bad leader transferee"), "{err}");
+
+    c.move_leader(target_id).await.expect("move-leader");
+    assert_eq!(cluster.leader().await, target);
+    // Writes go on through the old leader, now a follower.
+    put_retrying(&mut c, "moved", "1").await;
+    wait_local_value(&cluster, target, "moved", "1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_lose_two_and_keep_writing_but_not_three() {
+    let mut cluster = Cluster::start(5, &[]);
+    let leader = cluster.leader().await;
+    cluster.members[leader].kill9();
+    cluster.members[(leader + 1) % 5].kill9();
+    let alive = (leader + 2) % 5;
+    let mut c = cluster.members[alive].client().await;
+    put_retrying(&mut c, "two-down", "1").await;
+    for i in 0..5 {
+        if cluster.members[i].is_running() {
+            wait_local_value(&cluster, i, "two-down", "1").await;
+        }
+    }
+    cluster.members[(leader + 3) % 5].kill9();
+    // Two of five: no quorum, so a write cannot commit.
+    let r = tokio::time::timeout(Duration::from_secs(15), c.put("three-down", "1", None)).await;
+    assert!(
+        !matches!(r, Ok(Ok(_))),
+        "a write committed without a quorum: {r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let mut cluster = Cluster::start(3, &["--snapshot-count", "20"]);
+    let leader = cluster.leader().await;
+    let lagging = (leader + 1) % 3;
+    let down = (leader + 2) % 3;
+    // A watcher on the lagging member stays open through the snapshot install.
+    let mut l = cluster.members[lagging].client().await;
+    let start = l
+        .get("x", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("h")
+        .revision()
+        + 1;
+    let mut events = l
+        .watch(
+            "s/",
+            Some(WatchOptions::new().with_prefix().with_start_revision(start)),
+        )
+        .await
+        .expect("watch");
+    cluster.members[lagging].partition(true);
+    let mut c = cluster.members[leader].client().await;
+    // One request per entry: 400 entries, snapshots every 20, the log keeps 100 behind one.
+    for n in 0..400 {
+        put_retrying(&mut c, &format!("s/{n:03}"), &n.to_string()).await;
+    }
+    cluster.members[lagging].partition(false);
+    wait_local_value(&cluster, lagging, "s/399", "399").await;
+    let all = l
+        .get(
+            "s/",
+            Some(GetOptions::new().with_prefix().with_serializable()),
+        )
+        .await
+        .expect("get");
+    assert_eq!(all.kvs().len(), 400);
+    let log = cluster.members[lagging].log.lock().expect("log").join("\n");
+    assert!(
+        log.contains("installed a snapshot from the leader"),
+        "the lagging member was not caught up by a snapshot"
+    );
+    // The watcher saw every put, in order, across the install.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 400 && Instant::now() < deadline {
+        let Ok(Ok(Some(resp))) =
+            tokio::time::timeout(Duration::from_secs(5), events.message()).await
+        else {
+            break;
+        };
+        for e in resp.events() {
+            let kv = e.kv().expect("kv");
+            seen.push((kv.key_str().expect("utf8").to_string(), kv.mod_revision()));
+        }
+    }
+    assert_eq!(seen.len(), 400, "watch events across the snapshot install");
+    for (n, (key, revision)) in seen.iter().enumerate() {
+        assert_eq!(key, &format!("s/{n:03}"));
+        assert_eq!(*revision, start + n as i64);
+    }
+    // A member down through all of it catches up too, and everyone keeps following.
+    cluster.members[down].kill9();
+    for n in 0..100 {
+        put_retrying(&mut c, &format!("t/{n:03}"), "x").await;
+    }
+    cluster.members[down].restart();
+    put_retrying(&mut c, "s/after", "x").await;
+    wait_local_value(&cluster, lagging, "s/after", "x").await;
+    wait_local_value(&cluster, down, "s/after", "x").await;
+}
