@@ -146,6 +146,20 @@ async fn members_are_removed_added_and_promoted() {
     let err = c.member_remove(victim_id).await.expect_err("removed twice");
     assert!(err.to_string().contains("member not found"), "{err}");
 
+    // The removed member's peer URL can be added again: a new member (new id, fresh data).
+    let old_port = cluster.members[victim].peer_port;
+    let readded = c
+        .member_add([format!("http://127.0.0.1:{old_port}")], None)
+        .await
+        .expect("re-add the removed member's URL");
+    let readded_id = readded.member().expect("member").id();
+    assert_ne!(readded_id, victim_id);
+    let again = cluster.join("readded", old_port);
+    wait_local_value(&cluster, again, "after-remove", "1").await;
+    assert_eq!(cluster.id_of(again).await, readded_id);
+    c.member_remove(readded_id).await.expect("remove it again");
+    cluster.members[again].kill9();
+
     // A learner joins, catches up, and is promoted.
     let port = free_port();
     let added = c
@@ -361,4 +375,67 @@ async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
     put_retrying(&mut c, "s/after", "x").await;
     wait_local_value(&cluster, lagging, "s/after", "x").await;
     wait_local_value(&cluster, down, "s/after", "x").await;
+
+    // A new member joins from a snapshot: the log it would need was purged long ago.
+    let port = free_port();
+    c.member_add([format!("http://127.0.0.1:{port}")], None)
+        .await
+        .expect("member add");
+    let j = cluster.join("joiner", port);
+    wait_local_value(&cluster, j, "s/after", "x").await;
+    let log = cluster.members[j].log.lock().expect("log").join("\n");
+    assert!(
+        log.contains("installed a snapshot from the leader"),
+        "the new member did not start from a snapshot"
+    );
+    let mut on_joiner = cluster.members[j].client().await;
+    let all = on_joiner
+        .get(
+            "s/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("linearizable count on the new member");
+    assert_eq!(all.count(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_live_on_the_leader_and_survive_its_failure() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let mut f = cluster.members[follower].client().await;
+    let lease = f.lease_grant(10, None).await.expect("grant").id();
+    f.put(
+        "leased",
+        "v",
+        Some(etcd_client::PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .expect("put with lease");
+    // Keep-alives and TTL queries on a follower are answered by the leader.
+    let (mut keeper, mut acks) = f.lease_keep_alive(lease).await.expect("keep alive");
+    keeper.keep_alive().await.expect("send");
+    let ack = acks.message().await.expect("ack").expect("ack");
+    assert_eq!(ack.ttl(), 10);
+    let ttl = f.lease_time_to_live(lease, None).await.expect("ttl").ttl();
+    assert!((8..=10).contains(&ttl), "{ttl}");
+
+    // The leader dies: the new one gives the lease a full TTL again, and it keeps working.
+    cluster.members[leader].kill9();
+    let _ = cluster.leader().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ttl = loop {
+        match f.lease_time_to_live(lease, None).await {
+            Ok(r) => break r.ttl(),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "ttl after failover: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(ttl > 0, "the lease survived the leader: {ttl}");
+    f.lease_revoke(lease).await.expect("revoke");
+    let gone = f.get("leased", None).await.expect("get");
+    assert!(gone.kvs().is_empty());
 }
