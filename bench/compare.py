@@ -82,6 +82,16 @@ class Server:
     def endpoint(self):
         return f"127.0.0.1:{self.client_port}"
 
+    @property
+    def endpoints(self):
+        """The client endpoints `bench` sends to (one here; a cluster has several)."""
+        return [self.endpoint]
+
+    @property
+    def pids(self):
+        """The server processes whose CPU `bench` counts."""
+        return [self.proc.pid]
+
     def start(self):
         url = f"http://{self.endpoint}"
         peer = f"http://127.0.0.1:{self.peer_port}"
@@ -134,9 +144,10 @@ class Server:
 
 
 def bench(rusd, server, args, timeout):
-    """Runs `rusd bench --json` against `server`; returns its result with CPU seconds."""
-    cmd = [rusd, "bench", "--endpoints", server.endpoint, "--json"] + args
-    s0 = cpu_seconds(server.proc.pid)
+    """Runs `rusd bench --json` against `server` (anything with `endpoints` and `pids`, e.g. a
+    `Server`); returns its result with CPU seconds (the server's: summed over its `pids`)."""
+    cmd = [rusd, "bench", "--endpoints", ",".join(server.endpoints), "--json"] + args
+    s0 = sum(cpu_seconds(pid) for pid in server.pids)
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # The client's CPU: read from /proc just before it is reaped.
@@ -153,7 +164,7 @@ def bench(rusd, server, args, timeout):
         res = json.loads(out)
     except json.JSONDecodeError:
         raise RuntimeError(f"bench {' '.join(args)} failed: {err.decode()[-2000:]}")
-    res["server_cpu_s"] = cpu_seconds(server.proc.pid) - s0
+    res["server_cpu_s"] = sum(cpu_seconds(pid) for pid in server.pids) - s0
     res["client_cpu_s"] = client_cpu
     res["wall_s"] = wall
     return res
@@ -249,6 +260,13 @@ def run_load(rusd_bin, etcd_bin, order, quick, results, tmp):
             shutil.rmtree(data.parent, ignore_errors=True)
 
 
+def machine_description(etcd):
+    return (f"{os.cpu_count()} CPUs, "
+            f"{subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}, "
+            f"etcd {subprocess.run([etcd, '--version'], capture_output=True, text=True).stdout.split()[2]}, "
+            f"load at start {os.getloadavg()[0]:.1f}")
+
+
 def med(xs):
     xs = [x for x in xs if x == x]
     return statistics.median(xs) if xs else float("nan")
@@ -322,10 +340,7 @@ def main():
         sys.exit(f"no etcd at {args.etcd}: apt-get install -y etcd-server")
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="rusd-compare-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    machine = (f"{os.cpu_count()} CPUs, "
-               f"{subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}, "
-               f"etcd {subprocess.run([args.etcd, '--version'], capture_output=True, text=True).stdout.split()[2]}, "
-               f"load at start {os.getloadavg()[0]:.1f}")
+    machine = machine_description(args.etcd)
     results = {}
     try:
         for i in range(args.rounds):

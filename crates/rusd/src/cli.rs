@@ -218,7 +218,7 @@ pub struct TlsFlags {
     /// Client TLS: require client certificates signed by --trusted-ca-file.
     #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub client_cert_auth: Option<bool>,
-    /// Client TLS with a self-signed certificate made at start (under <data-dir>/fixtures/client).
+    /// Client TLS with a self-signed certificate made at start (under `<data-dir>/fixtures/client`).
     #[arg(long, env = "ETCD_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
     pub auto_tls: Option<bool>,
     /// Client TLS: certificate revocation list (PEM or DER); revoked client certs are refused.
@@ -240,7 +240,7 @@ pub struct TlsFlags {
     /// Peer TLS: require peers to present certificates signed by --peer-trusted-ca-file.
     #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub peer_client_cert_auth: Option<bool>,
-    /// Peer TLS with a self-signed certificate (under <data-dir>/fixtures/peer); peers are not
+    /// Peer TLS with a self-signed certificate (under `<data-dir>/fixtures/peer`); peers are not
     /// verified.
     #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, default_missing_value = "true")]
     pub peer_auto_tls: Option<bool>,
