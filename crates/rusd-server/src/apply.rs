@@ -34,6 +34,9 @@ pub struct Applier {
     pub lessor: Arc<Lessor>,
     /// Raised alarms (told of activations).
     pub alarms: Arc<Alarms>,
+    /// Requests applied since start (a batch entry counts each of its requests): every member
+    /// snapshots after `--snapshot-count` of them (see `server::snapshot_by_count`).
+    pub applied_requests: std::sync::atomic::AtomicU64,
 }
 
 impl Applier {
@@ -70,6 +73,12 @@ impl Applier {
     ) -> RaftResponse {
         let applied = self.store.applied_index();
         let batch = request.map_or(&[][..], |r| r.batch.as_slice());
+        if let Some(r) = request {
+            self.applied_requests.fetch_add(
+                r.batch.len().max(1) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         if batch.is_empty() {
             if applied > 0 && log_id.index <= applied {
                 return RaftResponse::One(Ok(Output::Nothing(true)));
@@ -281,6 +290,7 @@ mod tests {
         let store =
             MvccStore::open(rusd_mvcc::StoreConfig::new(dir.path().join("db"))).expect("open");
         let applier = Applier {
+            applied_requests: Default::default(),
             store,
             lessor: Arc::new(Lessor::new(1)),
             alarms: Arc::new(Alarms::default()),

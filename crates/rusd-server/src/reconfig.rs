@@ -184,13 +184,15 @@ impl Ctx {
         if current.get_node(&r.id).is_none() {
             return Err(ServerError::MemberNotFound);
         }
-        if is_voter(&current, r.id) {
-            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([r.id])))
-                .await?;
-        }
-        // A removed voter stays a learner until the second change removes its node.
-        self.change(ChangeMembers::RemoveNodes(BTreeSet::from([r.id])))
-            .await?;
+        // Without `retain`, removing a voter removes its node too; a learner is removed as a
+        // node. (When the leader removes itself, it stops once the change is applied, so
+        // there must be no second step.)
+        let change = if is_voter(&current, r.id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([r.id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([r.id]))
+        };
+        self.change(change).await?;
         tracing::info!(member = format!("{:x}", r.id).as_str(), "removed member");
         Ok(pb::MemberRemoveResponse {
             header: self.header(0),

@@ -13,6 +13,7 @@ use crate::alarm::Alarms;
 use crate::apply::Applier;
 use crate::config::ServerConfig;
 use crate::context::Ctx;
+use crate::error::ServerError;
 use crate::lease::Lessor;
 use crate::membership::MemberNode;
 use crate::raft::log_store::LogStore;
@@ -89,6 +90,7 @@ impl Server {
             store: store.clone(),
             lessor: lessor.clone(),
             alarms: alarms.clone(),
+            applied_requests: Default::default(),
         });
 
         // Before anything listens or dials: auto TLS writes its certificates under the data dir.
@@ -152,7 +154,7 @@ impl Server {
             raft_config.clone(),
             Network::new(peers.clone()),
             log,
-            StateMachine::new(applier),
+            StateMachine::new(applier.clone()),
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -187,7 +189,6 @@ impl Server {
             proposer: crate::raft::proposer::Proposer::start(
                 raft.clone(),
                 router.clone(),
-                config.snapshot_count.max(1),
                 config.election_timeout * 5,
             ),
             router,
@@ -236,6 +237,11 @@ impl Server {
         )));
         tasks.push(tokio::spawn(promote_members(
             ctx.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(snapshot_by_count(
+            ctx.clone(),
+            applier,
             shutdown_rx.clone(),
         )));
         let (removed_tx, removed) = tokio::sync::watch::channel(false);
@@ -417,6 +423,15 @@ async fn publish(ctx: &Arc<Ctx>) {
     // Readiness ("published") waits for this, as etcd's does: a member list must show every
     // started member with its client URLs.
     let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
+    // One attempt may wait on a leader that is being replaced: bound it.
+    let attempt = move |ctx: Arc<Ctx>| {
+        let once = attempt(ctx.clone());
+        async move {
+            tokio::time::timeout(ctx.leader_wait() * 2, once)
+                .await
+                .unwrap_or(Err(ServerError::Timeout))
+        }
+    };
     loop {
         match attempt(ctx.clone()).await {
             Ok(()) => return,
@@ -474,6 +489,33 @@ async fn watch_removal(
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// etcd's `--snapshot-count` on every member: after that many requests applied (a batch entry
+/// carries many, so openraft's per-entry policy does not fit), a snapshot makes the engine
+/// durable and lets openraft purge this member's log behind it.
+async fn snapshot_by_count(
+    ctx: Arc<Ctx>,
+    applier: Arc<Applier>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = ctx.config.snapshot_count.max(1);
+    let mut last = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let applied = applier
+            .applied_requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if applied.saturating_sub(last) >= every {
+            last = applied;
+            if let Err(e) = ctx.raft.trigger().snapshot().await {
+                tracing::warn!(error = %e, "could not trigger a snapshot");
+            }
         }
     }
 }

@@ -439,3 +439,24 @@ async fn leases_live_on_the_leader_and_survive_its_failure() {
     let gone = f.get("leased", None).await.expect("get");
     assert!(gone.kvs().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_can_be_removed_and_stops() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader().await;
+    let leader_id = cluster.id_of(leader).await;
+    let follower = (leader + 1) % 3;
+    let mut c = cluster.members[follower].client().await;
+    let removed = c.member_remove(leader_id).await.expect("remove the leader");
+    assert_eq!(removed.members().len(), 2);
+    assert!(removed.members().iter().all(|m| m.id() != leader_id));
+    // The old leader stops by itself; the other two elect a leader and take writes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster.members[leader].has_exited() {
+        assert!(Instant::now() < deadline, "the removed leader kept running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    put_retrying(&mut c, "after-leader-removed", "1").await;
+    let log = cluster.members[leader].log.lock().expect("log").join("\n");
+    assert!(log.contains("permanently removed"), "{log}");
+}

@@ -9,7 +9,6 @@
 //! entries would (see `apply.rs`). On a follower the batch goes to the leader over the peer
 //! transport, which appends it as it is.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use prost::Message;
 use rusd_proto::peerpb::RaftMessage;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::route::{Forwarded, Route, Router};
+use super::route::{Forwarded, Router};
 use super::{Op, Output, Raft, RaftRequest, RaftResponse};
 use crate::error::ServerError;
 use crate::membership::MemberNode;
@@ -42,23 +41,18 @@ pub struct Proposer {
 struct Shared {
     raft: Raft,
     router: Router,
-    snapshot_count: u64,
-    since_snapshot: AtomicU64,
     /// How long a proposal waits for a leader to be known before it fails with "no leader".
     leader_wait: Duration,
 }
 
 impl Proposer {
-    /// Starts the batching task for `raft`; after every `snapshot_count` operations applied it
-    /// asks for a snapshot (etcd's `--snapshot-count`), which makes the engine durable and lets
-    /// the log be purged. On a follower, batches go to the leader through `router`.
-    pub fn start(raft: Raft, router: Router, snapshot_count: u64, leader_wait: Duration) -> Self {
+    /// Starts the batching task for `raft`. On a follower, batches go to the leader through
+    /// `router`.
+    pub fn start(raft: Raft, router: Router, leader_wait: Duration) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             raft,
             router,
-            snapshot_count,
-            since_snapshot: AtomicU64::new(0),
             leader_wait,
         });
         tokio::spawn(run(shared.clone(), rx));
@@ -86,7 +80,6 @@ impl Proposer {
         &self,
         request: RaftRequest,
     ) -> Result<RaftResponse, ServerError> {
-        let n = request.batch.len().max(1) as u64;
         let _pass = self.shared.router.pass().await;
         let result = self
             .shared
@@ -95,27 +88,11 @@ impl Proposer {
             .await
             .map(|r| r.data)
             .map_err(|e| map_write_error(&e));
-        self.shared.applied(n).await;
         result
     }
 }
 
 impl Shared {
-    /// Counts `n` applied requests towards `--snapshot-count`.
-    async fn applied(&self, n: u64) {
-        let total = self.since_snapshot.fetch_add(n, Ordering::Relaxed) + n;
-        if total >= self.snapshot_count
-            && self
-                .since_snapshot
-                .compare_exchange(total, 0, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            if let Err(e) = self.raft.trigger().snapshot().await {
-                tracing::warn!(error = %e, "could not trigger a snapshot");
-            }
-        }
-    }
-
     /// Appends `request` through the leader: this member's log if it leads, else the
     /// leader's, over the peer transport.
     async fn write(&self, request: RaftRequest) -> Result<RaftResponse, ServerError> {
@@ -178,22 +155,17 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>) 
         }
         let shared = shared.clone();
         tokio::spawn(async move {
-            let n = batch.len() as u64;
-            let local = submit(&shared, batch).await;
+            submit(&shared, batch).await;
             drop(slot);
-            if local {
-                shared.applied(n).await;
-            }
         });
     }
 }
 
-/// Proposes one batch and answers its requests; true if it went through this member's log.
-async fn submit(shared: &Shared, mut batch: Vec<(Op, Reply)>) -> bool {
-    let local = matches!(shared.router.leader(), Ok(Route::Local));
+/// Proposes one batch and answers its requests.
+async fn submit(shared: &Shared, mut batch: Vec<(Op, Reply)>) {
     if batch.len() == 1 {
         let Some((op, reply)) = batch.pop() else {
-            return local;
+            return;
         };
         let result = match shared.write(RaftRequest::new(op)).await {
             Ok(RaftResponse::One(result)) => result,
@@ -201,7 +173,7 @@ async fn submit(shared: &Shared, mut batch: Vec<(Op, Reply)>) -> bool {
             Err(e) => Err(e),
         };
         let _ = reply.send(result);
-        return local;
+        return;
     }
     let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
     match shared.write(RaftRequest::batch(ops)).await {
@@ -221,7 +193,6 @@ async fn submit(shared: &Shared, mut batch: Vec<(Op, Reply)>) -> bool {
             }
         }
     }
-    local
 }
 
 fn mismatch() -> ServerError {
