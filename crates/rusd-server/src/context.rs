@@ -137,16 +137,27 @@ impl Ctx {
         self.config.election_timeout * 5
     }
 
+    /// The membership this member applies (openraft's effective one).
+    pub fn membership(&self) -> crate::raft::Membership {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
+    }
+
+    /// The members as etcd lists them (see [`crate::reconfig::members`]).
+    pub fn members(&self) -> Vec<pb::Member> {
+        crate::reconfig::members(&self.membership())
+    }
+
     /// Whether this member is a learner (etcd then serves only Status and serializable
     /// Range). A member added as a voter and not yet promoted is not one.
     pub fn is_learner(&self) -> bool {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let membership = m.membership_config.membership();
-        membership
-            .get_node(&self.member_id)
-            .is_some_and(|node| !node.promote)
-            && !membership.voter_ids().any(|v| v == self.member_id)
+        crate::reconfig::is_learner(m.membership_config.membership(), self.member_id)
     }
 
     /// The current leader's id, if one is known.

@@ -40,19 +40,17 @@ impl MemberNode {
 /// etcd's id for a member added at run time: like [`member_id`], plus the time, so a member
 /// removed and added again with the same URLs gets a new id.
 pub fn new_member_id(peer_urls: &[String], cluster_token: &str, unix_seconds: i64) -> u64 {
-    let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
-    urls.sort_unstable();
-    let mut hasher = Sha1::new();
-    for u in urls {
-        hasher.update(u.as_bytes());
-    }
-    hasher.update(cluster_token.as_bytes());
-    hasher.update(unix_seconds.to_string().as_bytes());
-    first_u64(&hasher.finalize())
+    hash_member(peer_urls, cluster_token, Some(unix_seconds))
 }
 
 /// etcd's `computeMemberId` for a member of the initial cluster.
 pub fn member_id(peer_urls: &[String], cluster_token: &str) -> u64 {
+    hash_member(peer_urls, cluster_token, None)
+}
+
+/// SHA-1 over the sorted peer URLs, the cluster token and (for members added at run time) the
+/// Unix time in decimal: etcd's `newMember`.
+fn hash_member(peer_urls: &[String], cluster_token: &str, unix_seconds: Option<i64>) -> u64 {
     let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
     urls.sort_unstable();
     let mut hasher = Sha1::new();
@@ -60,6 +58,9 @@ pub fn member_id(peer_urls: &[String], cluster_token: &str) -> u64 {
         hasher.update(u.as_bytes());
     }
     hasher.update(cluster_token.as_bytes());
+    if let Some(t) = unix_seconds {
+        hasher.update(t.to_string().as_bytes());
+    }
     first_u64(&hasher.finalize())
 }
 
@@ -95,5 +96,16 @@ mod tests {
             member_id(&["http://a:2380".into(), "http://b:2380".into()], "other")
         );
         assert_eq!(cluster_id(&[1, 2]), cluster_id(&[2, 1]));
+    }
+
+    /// Values from etcd 3.4.23's own `membership.NewMember` (Debian's sources, run with Go).
+    #[test]
+    fn ids_equal_etcds() {
+        let urls = ["http://b:2380".to_string(), "http://a:2380".to_string()];
+        assert_eq!(member_id(&urls, "tok"), 0x33a9_d2ec_ec00_e76f);
+        assert_eq!(
+            new_member_id(&urls, "tok", 1_700_000_000),
+            0x0a53_5ede_505c_d10c
+        );
     }
 }

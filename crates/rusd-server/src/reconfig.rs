@@ -38,10 +38,9 @@ pub struct Reconfig {
 
 /// The members as etcd lists them, sorted by id.
 pub fn members(membership: &Membership) -> Vec<pb::Member> {
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let mut out: Vec<pb::Member> = membership
         .nodes()
-        .map(|(id, node)| to_pb(*id, node, !voters.contains(id) && !node.promote))
+        .map(|(id, node)| to_pb(*id, node, is_learner(membership, *id)))
         .collect();
     out.sort_by_key(|m| m.id);
     out
@@ -61,13 +60,9 @@ fn is_voter(membership: &Membership, id: u64) -> bool {
     membership.voter_ids().any(|v| v == id)
 }
 
-fn membership(ctx: &Ctx) -> Membership {
-    ctx.raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone()
+/// Whether `id` is a learner as etcd sees it: a Raft learner not waiting to be promoted.
+pub fn is_learner(membership: &Membership, id: u64) -> bool {
+    membership.get_node(&id).is_some_and(|node| !node.promote) && !is_voter(membership, id)
 }
 
 /// etcd checks peer URLs with `types.NewURLs`: each must be a URL with a scheme and a host.
@@ -126,7 +121,7 @@ impl Ctx {
             return Err(ServerError::MemberBadUrls);
         }
         let _guard = self.reconfig.lock.lock().await;
-        let current = membership(self);
+        let current = self.membership();
         let taken: BTreeSet<&String> = current.nodes().flat_map(|(_, n)| &n.peer_urls).collect();
         if r.peer_ur_ls.iter().any(|u| taken.contains(u)) {
             return Err(ServerError::PeerUrlExists);
@@ -166,7 +161,7 @@ impl Ctx {
         Ok(pb::MemberAddResponse {
             header: self.header(0),
             member: Some(to_pb(id, &node, r.is_learner)),
-            members: members(&membership(self)),
+            members: self.members(),
         })
     }
 
@@ -180,7 +175,7 @@ impl Ctx {
     ) -> Result<pb::MemberRemoveResponse, ServerError> {
         self.require_leader()?;
         let _guard = self.reconfig.lock.lock().await;
-        let current = membership(self);
+        let current = self.membership();
         if current.get_node(&r.id).is_none() {
             return Err(ServerError::MemberNotFound);
         }
@@ -196,7 +191,7 @@ impl Ctx {
         tracing::info!(member = format!("{:x}", r.id).as_str(), "removed member");
         Ok(pb::MemberRemoveResponse {
             header: self.header(0),
-            members: members(&membership(self)),
+            members: self.members(),
         })
     }
 
@@ -213,7 +208,7 @@ impl Ctx {
             return Err(ServerError::MemberBadUrls);
         }
         let _guard = self.reconfig.lock.lock().await;
-        let current = membership(self);
+        let current = self.membership();
         let Some(node) = current.get_node(&r.id) else {
             return Err(ServerError::MemberNotFound);
         };
@@ -231,7 +226,7 @@ impl Ctx {
             .await?;
         Ok(pb::MemberUpdateResponse {
             header: self.header(0),
-            members: members(&membership(self)),
+            members: self.members(),
         })
     }
 
@@ -245,7 +240,7 @@ impl Ctx {
     ) -> Result<pb::MemberPromoteResponse, ServerError> {
         self.require_leader()?;
         let _guard = self.reconfig.lock.lock().await;
-        let current = membership(self);
+        let current = self.membership();
         let Some(node) = current.get_node(&r.id) else {
             return Err(ServerError::MemberNotFound);
         };
@@ -260,7 +255,7 @@ impl Ctx {
         tracing::info!(member = format!("{:x}", r.id).as_str(), "promoted member");
         Ok(pb::MemberPromoteResponse {
             header: self.header(0),
-            members: members(&membership(self)),
+            members: self.members(),
         })
     }
 
@@ -276,7 +271,7 @@ impl Ctx {
     ) -> Result<(), ServerError> {
         self.require_leader()?;
         let _guard = self.reconfig.lock.lock().await;
-        let current = membership(self);
+        let current = self.membership();
         let Some(node) = current.get_node(&id) else {
             return Err(ServerError::MemberNotFound);
         };
@@ -308,7 +303,7 @@ impl Ctx {
         if self.require_leader().is_err() {
             return;
         }
-        let current = membership(self);
+        let current = self.membership();
         let ready: Vec<(u64, MemberNode)> = current
             .nodes()
             .filter(|(id, n)| n.promote && self.caught_up(**id))
@@ -359,7 +354,7 @@ impl Ctx {
         if target == self.member_id {
             return Ok(());
         }
-        let current = membership(self);
+        let current = self.membership();
         let node = match current.get_node(&target) {
             Some(node) if is_voter(&current, target) => node.clone(),
             _ => return Err(ServerError::BadLeaderTransferee),

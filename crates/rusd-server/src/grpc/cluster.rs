@@ -115,17 +115,9 @@ impl ClusterService {
         if r.linearizable {
             self.ctx.read_index().await?;
         }
-        let membership = self
-            .ctx
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
         Ok(pb::MemberListResponse {
             header: self.header(),
-            members: crate::reconfig::members(&membership),
+            members: self.ctx.members(),
         })
     }
 

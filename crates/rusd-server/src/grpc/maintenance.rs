@@ -108,21 +108,17 @@ impl MaintenanceService {
         let ctx = &self.ctx;
         let store = ctx.store.clone();
         let (db_size, in_use) = blocking(move || Ok((store.size(), store.size_in_use()?))).await?;
-        let (leader, term, last_index, applied, is_learner) = {
+        let (leader, term, last_index, applied) = {
             let m = ctx.raft.metrics();
             let m = m.borrow();
-            let membership = m.membership_config.membership();
-            let is_learner = crate::reconfig::members(membership)
-                .iter()
-                .any(|member| member.id == ctx.member_id && member.is_learner);
             (
                 m.current_leader,
                 m.current_term,
                 m.last_log_index.unwrap_or(0),
                 m.last_applied.map_or(0, |l| l.index),
-                is_learner,
             )
         };
+        let is_learner = ctx.is_learner();
         // The engine records the applied index with the data, so it is never behind a write
         // that has been answered (openraft's metrics are published asynchronously).
         let applied = applied.max(ctx.store.applied_index());

@@ -130,17 +130,9 @@ impl Peer for PeerService {
         &self,
         _request: Request<peerpb::MembersRequest>,
     ) -> Result<Response<peerpb::MembersResponse>, Status> {
-        let membership = self
-            .ctx
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
         Ok(Response::new(peerpb::MembersResponse {
             cluster_id: self.ctx.cluster_id,
-            members: crate::reconfig::members(&membership),
+            members: self.ctx.members(),
         }))
     }
 

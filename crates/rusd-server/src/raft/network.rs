@@ -45,17 +45,6 @@ pub enum PeerError {
     /// A peer URL that is not a URL.
     #[error("peer URL {0:?}: {1}")]
     BadUrl(String, String),
-    /// A transport failure.
-    #[error("member {id:x}: {status}")]
-    Transport {
-        /// The member.
-        id: u64,
-        /// What gRPC said.
-        status: tonic::Status,
-    },
-    /// The peer answered something that does not decode.
-    #[error("member {0:x}: undecodable answer: {1}")]
-    Decode(u64, String),
 }
 
 /// Connections to the other members, one lazily connected channel per peer URL.

@@ -78,18 +78,8 @@ impl Member {
     }
 
     fn wait_ready(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self
-                .log
-                .lock()
-                .expect("log")
-                .iter()
-                .any(|l| l.contains("ready to serve client requests"))
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if super::wait_ready(&self.log, timeout) {
+            return;
         }
         panic!(
             "{} did not become ready: {:#?}",

@@ -9,6 +9,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Waits until a server's log (collected from its stderr) says it serves; false on timeout.
+pub fn wait_ready(log: &std::sync::Mutex<Vec<String>>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if log
+            .lock()
+            .expect("log")
+            .iter()
+            .any(|l| l.contains("ready to serve client requests"))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 /// A running rusd; killed when dropped.
 pub struct Rusd {
     child: Option<Child>,
@@ -110,21 +127,9 @@ impl Rusd {
             });
         self.endpoint = addr;
         self.child = Some(child);
-        // Wait for readiness.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self
-                .log
-                .lock()
-                .expect("log")
-                .iter()
-                .any(|l| l.contains("ready to serve client requests"))
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !wait_ready(&self.log, Duration::from_secs(30)) {
+            panic!("rusd did not become ready");
         }
-        panic!("rusd did not become ready");
     }
 
     fn port(&self) -> u16 {
