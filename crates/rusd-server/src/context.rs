@@ -46,6 +46,10 @@ pub struct Ctx {
     pub reconfig: crate::reconfig::Reconfig,
     /// openraft's settings (timeouts).
     pub raft_config: Arc<openraft::Config>,
+    /// Shares this member's read-index rounds among concurrent reads.
+    pub read_batch: crate::raft::read_batch::ReadBatch,
+    /// On the leader: shares leadership confirmations among local and forwarded reads.
+    pub leader_batch: crate::raft::read_batch::ReadBatch,
 }
 
 impl Ctx {
@@ -90,16 +94,26 @@ impl Ctx {
     }
 
     async fn read_index_round(&self) -> Result<(), ServerError> {
-        let forwarded = self
-            .router
-            .forward(self.leader_wait(), |mut leader| async move {
-                leader.read_index(ReadIndexRequest {}).await
+        let (router, raft, wait) = (self.router.clone(), self.raft.clone(), self.leader_wait());
+        let leader_batch = self.leader_batch.clone();
+        let index = self
+            .read_batch
+            .join(move || async move {
+                let forwarded = router
+                    .forward(wait, |mut leader| async move {
+                        leader.read_index(ReadIndexRequest {}).await
+                    })
+                    .await?;
+                match forwarded {
+                    Forwarded::Local => {
+                        leader_batch
+                            .join(move || confirm_leadership(router, raft))
+                            .await
+                    }
+                    Forwarded::Remote(answer) => Ok(answer.index),
+                }
             })
             .await?;
-        let index = match forwarded {
-            Forwarded::Local => self.leader_read_index().await?,
-            Forwarded::Remote(answer) => answer.index,
-        };
         if self
             .raft
             .metrics()
@@ -123,12 +137,10 @@ impl Ctx {
     /// # Errors
     /// Not the leader any more; stopped.
     pub async fn leader_read_index(&self) -> Result<u64, ServerError> {
-        let _pass = self.router.pass().await;
-        match self.raft.get_read_log_id().await {
-            Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
-            Err(RaftError::Fatal(_)) => Err(ServerError::Stopped),
-            Err(RaftError::APIError(_)) => Err(ServerError::NoLeader),
-        }
+        let (router, raft) = (self.router.clone(), self.raft.clone());
+        self.leader_batch
+            .join(move || confirm_leadership(router, raft))
+            .await
     }
 
     /// How long a request waits for a leader to be known (a few elections' worth; etcd lets
@@ -180,5 +192,19 @@ impl Ctx {
                 return false;
             }
         }
+    }
+}
+
+/// One read-index round on the leader: confirms the leadership with a quorum and returns the
+/// commit index a linearizable read must wait for. Batched by [`Ctx::leader_batch`].
+async fn confirm_leadership(
+    router: crate::raft::route::Router,
+    raft: Raft,
+) -> Result<u64, ServerError> {
+    let _pass = router.pass().await;
+    match raft.get_read_log_id().await {
+        Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
+        Err(RaftError::Fatal(_)) => Err(ServerError::Stopped),
+        Err(RaftError::APIError(_)) => Err(ServerError::NoLeader),
     }
 }

@@ -194,6 +194,8 @@ impl Server {
             router,
             reconfig: crate::reconfig::Reconfig::default(),
             raft_config,
+            read_batch: Default::default(),
+            leader_batch: Default::default(),
             raft,
             lessor,
             alarms,

@@ -18,6 +18,7 @@ pub mod log_store;
 pub mod log_writer;
 pub mod network;
 pub mod proposer;
+pub mod read_batch;
 pub mod request;
 pub mod route;
 pub mod state_machine;
