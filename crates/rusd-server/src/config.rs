@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub watch_progress_notify_interval: Duration,
     /// Engine page cache bytes (`--backend-cache-bytes`, rusd's own flag).
     pub backend_cache_bytes: usize,
+    /// Refuse membership changes that could cost the quorum (`--strict-reconfig-check`, on by
+    /// default); see [`crate::reconfig`]. The leader's setting decides.
+    pub strict_reconfig_check: bool,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +102,7 @@ impl Default for ServerConfig {
             election_timeout: Duration::from_millis(1000),
             watch_progress_notify_interval: Duration::from_secs(600),
             backend_cache_bytes: 256 << 20,
+            strict_reconfig_check: true,
         }
     }
 }
@@ -164,5 +168,6 @@ mod tests {
         assert_eq!(c.request_timeout(), Duration::from_secs(7));
         assert_eq!(c.quota_bytes(), Some(2 << 30));
         assert_eq!(c.max_request_bytes, 1_572_864);
+        assert!(c.strict_reconfig_check);
     }
 }

@@ -76,6 +76,14 @@ pub enum ServerError {
     /// MemberPromote of a member that is not a learner.
     #[error("can only promote a learner member")]
     MemberNotLearner,
+    /// `--strict-reconfig-check`: MemberAdd, MemberRemove or MemberPromote after which fewer
+    /// than a quorum of the voting members would have started.
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// `--strict-reconfig-check`: MemberAdd or MemberRemove while the leader has not been
+    /// connected to enough voting members for a health interval.
+    #[error("unhealthy cluster")]
+    Unhealthy,
     /// AuthEnable without a `root` user.
     #[error("root user does not exist")]
     RootUserNotExist,

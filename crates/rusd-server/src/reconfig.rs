@@ -11,6 +11,15 @@
 //! a voter (as etcd lists it) but does not count towards the quorum, so adding a member that
 //! has not started yet never makes a cluster lose its quorum (with etcd, adding a second member
 //! to a single-member cluster blocks every write until the new member starts).
+//!
+//! `--strict-reconfig-check` (on by default) refuses MemberAdd, MemberRemove and MemberPromote
+//! as etcd 3.4 does (`etcdserver/server.go` `mayAddMember`, `mayRemoveMember`,
+//! `mayPromoteMember`; `membership/cluster.go` `IsReadyTo*`), on the leader, which has every
+//! change: the voting members are the ones etcd lists as voters (members waiting for their
+//! promotion included); a member has *started* once it has a name (an initial member, or one
+//! that has published, etcd's `IsStarted`); a voter is *connected* when it has answered the
+//! leader's Raft RPCs without a failure for 5 s (etcd's `HealthInterval` and `ActiveSince`, from
+//! [`crate::raft::network::Peers::active_since`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,6 +38,8 @@ use crate::raft::Membership;
 const READY_PERCENT: u64 = 90;
 /// How long a change waits for another one in flight before giving up.
 const IN_PROGRESS_WAIT: Duration = Duration::from_secs(5);
+/// How long a voter must have been connected to count as active (etcd's `HealthInterval`).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Serializes membership changes on this member.
 #[derive(Default)]
@@ -63,6 +74,47 @@ fn is_voter(membership: &Membership, id: u64) -> bool {
 /// Whether `id` is a learner as etcd sees it: a Raft learner not waiting to be promoted.
 pub fn is_learner(membership: &Membership, id: u64) -> bool {
     membership.get_node(&id).is_some_and(|node| !node.promote) && !is_voter(membership, id)
+}
+
+/// etcd's quorum of `n` voting members.
+fn quorum(n: usize) -> usize {
+    n / 2 + 1
+}
+
+/// etcd's `IsReadyToAddVotingMember`: with the new (unstarted) member, a quorum of the voters
+/// have started; a single started member may always get a second (restoring from a backup).
+fn ready_to_add_voter(voters: usize, started: usize) -> bool {
+    let after = voters + 1;
+    (started == 1 && after == 2) || started >= quorum(after)
+}
+
+/// etcd's `IsReadyToRemoveVotingMember`: of the `others` voters that remain, a quorum have
+/// started.
+fn ready_to_remove_voter(others: usize, others_started: usize) -> bool {
+    others_started >= quorum(others)
+}
+
+/// etcd's `IsReadyToPromoteMember`: a quorum of the voters have started, counting the learner
+/// as a started voter.
+fn ready_to_promote(voters: usize, started: usize) -> bool {
+    started + 1 >= quorum(voters + 1)
+}
+
+/// etcd's `mayRemoveMember` health rule: of `voters`, `active` (the leader included) have been
+/// connected for a health interval, the removed one among them; the active ones left must be
+/// a quorum of the voters left.
+fn remove_keeps_active_quorum(voters: usize, active: usize) -> bool {
+    active.saturating_sub(1) >= quorum(voters.saturating_sub(1))
+}
+
+/// The voting members as etcd lists them (Raft voters and members waiting to be promoted),
+/// with whether each has started.
+fn voting_members(membership: &Membership) -> Vec<(u64, bool)> {
+    membership
+        .nodes()
+        .filter(|(id, _)| !is_learner(membership, **id))
+        .map(|(id, node)| (*id, !node.name.is_empty()))
+        .collect()
 }
 
 /// etcd checks peer URLs with `types.NewURLs`: each must be a URL with a scheme and a host.
@@ -108,6 +160,107 @@ impl Ctx {
         }
     }
 
+    /// Whether the leader (this member) has been connected to voter `id` for a health interval.
+    fn connected_for_health_interval(&self, id: u64) -> bool {
+        id == self.member_id
+            || self
+                .router
+                .peers()
+                .active_since(id)
+                .is_some_and(|since| since.elapsed() >= HEALTH_INTERVAL)
+    }
+
+    /// `--strict-reconfig-check` for MemberAdd (etcd's `mayAddMember`): a voter only when
+    /// enough members have started, and any member only while the leader is connected to every
+    /// voter.
+    fn may_add_member(&self, current: &Membership, is_learner: bool) -> Result<(), ServerError> {
+        if !self.config.strict_reconfig_check {
+            return Ok(());
+        }
+        let voters = voting_members(current);
+        let started = voters.iter().filter(|(_, s)| *s).count();
+        if !is_learner && !ready_to_add_voter(voters.len(), started) {
+            tracing::warn!(
+                voters = voters.len(),
+                started,
+                "rejecting member add: started members would be fewer than a quorum"
+            );
+            return Err(ServerError::NotEnoughStartedMembers);
+        }
+        // etcd 3.4 checks this for learners too.
+        if !voters
+            .iter()
+            .all(|(id, _)| self.connected_for_health_interval(*id))
+        {
+            tracing::warn!(
+                "rejecting member add: the leader has not been connected to every voting member \
+                 for the last health interval"
+            );
+            return Err(ServerError::Unhealthy);
+        }
+        Ok(())
+    }
+
+    /// `--strict-reconfig-check` for MemberRemove (etcd's `mayRemoveMember`): learners may always
+    /// go; a voter only when enough of the others have started and, unless it is down, when the
+    /// active voters left are a quorum.
+    fn may_remove_member(&self, current: &Membership, id: u64) -> Result<(), ServerError> {
+        if !self.config.strict_reconfig_check || is_learner(current, id) {
+            return Ok(());
+        }
+        let voters = voting_members(current);
+        let others: Vec<bool> = voters
+            .iter()
+            .filter(|(v, _)| *v != id)
+            .map(|(_, started)| *started)
+            .collect();
+        let others_started = others.iter().filter(|s| **s).count();
+        if !ready_to_remove_voter(others.len(), others_started) {
+            tracing::warn!(
+                member = format!("{id:x}").as_str(),
+                "rejecting member remove: started members would be fewer than a quorum"
+            );
+            return Err(ServerError::NotEnoughStartedMembers);
+        }
+        // A member that is down is not part of the active quorum: safe to remove.
+        if id != self.member_id && self.router.peers().active_since(id).is_none() {
+            return Ok(());
+        }
+        let active = voters
+            .iter()
+            .filter(|(v, _)| self.connected_for_health_interval(*v))
+            .count();
+        if !remove_keeps_active_quorum(voters.len(), active) {
+            tracing::warn!(
+                member = format!("{id:x}").as_str(),
+                active,
+                voters = voters.len(),
+                "rejecting member remove: the active voting members left would be fewer than a \
+                 quorum"
+            );
+            return Err(ServerError::Unhealthy);
+        }
+        Ok(())
+    }
+
+    /// `--strict-reconfig-check` for MemberPromote (etcd's `mayPromoteMember`, after the
+    /// learner's readiness).
+    fn may_promote_member(&self, current: &Membership, id: u64) -> Result<(), ServerError> {
+        if !self.config.strict_reconfig_check {
+            return Ok(());
+        }
+        let voters = voting_members(current);
+        let started = voters.iter().filter(|(_, s)| *s).count();
+        if !ready_to_promote(voters.len(), started) {
+            tracing::warn!(
+                member = format!("{id:x}").as_str(),
+                "rejecting member promote: started members would be fewer than a quorum"
+            );
+            return Err(ServerError::NotEnoughStartedMembers);
+        }
+        Ok(())
+    }
+
     /// MemberAdd on the leader.
     ///
     /// # Errors
@@ -122,6 +275,8 @@ impl Ctx {
         }
         let _guard = self.reconfig.lock.lock().await;
         let current = self.membership();
+        // etcd checks before validating the change itself (that happens when it is applied).
+        self.may_add_member(&current, r.is_learner)?;
         let taken: BTreeSet<&String> = current.nodes().flat_map(|(_, n)| &n.peer_urls).collect();
         if r.peer_ur_ls.iter().any(|u| taken.contains(u)) {
             return Err(ServerError::PeerUrlExists);
@@ -179,6 +334,7 @@ impl Ctx {
         if current.get_node(&r.id).is_none() {
             return Err(ServerError::MemberNotFound);
         }
+        self.may_remove_member(&current, r.id)?;
         // Without `retain`, removing a voter removes its node too; a learner is removed as a
         // node. (When the leader removes itself, it stops once the change is applied, so
         // there must be no second step.)
@@ -250,6 +406,7 @@ impl Ctx {
         if !self.caught_up(r.id) {
             return Err(ServerError::LearnerNotReady);
         }
+        self.may_promote_member(&current, r.id)?;
         self.change(ChangeMembers::AddVoterIds(BTreeSet::from([r.id])))
             .await?;
         tracing::info!(member = format!("{:x}", r.id).as_str(), "promoted member");
@@ -429,5 +586,47 @@ impl Ctx {
         } else {
             Err(ServerError::TransferTimeout)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The arithmetic of etcd 3.4's `IsReadyToAddVotingMember`, `IsReadyToRemoveVotingMember`,
+    /// `IsReadyToPromoteMember` and `mayRemoveMember`.
+    #[test]
+    fn strict_reconfig_arithmetic_is_etcds() {
+        // Add: (voters, started) -> ready.
+        assert!(ready_to_add_voter(1, 1), "a single member may get a second");
+        assert!(!ready_to_add_voter(2, 1), "1 of 3 started");
+        assert!(ready_to_add_voter(2, 2));
+        assert!(ready_to_add_voter(3, 3), "3 of 4 started");
+        assert!(!ready_to_add_voter(3, 2), "2 of 4 started");
+        assert!(ready_to_add_voter(4, 3), "3 of 5 started");
+        assert!(!ready_to_add_voter(5, 3), "3 of 6 started");
+        assert!(!ready_to_add_voter(0, 0));
+        // Remove: (other voters, of them started) -> ready.
+        assert!(ready_to_remove_voter(2, 2));
+        assert!(!ready_to_remove_voter(2, 1));
+        assert!(ready_to_remove_voter(3, 2));
+        assert!(!ready_to_remove_voter(1, 0), "the only started member");
+        assert!(
+            !ready_to_remove_voter(0, 0),
+            "the last member cannot be removed"
+        );
+        // Promote: (voters, started) -> ready, the learner counted as a started voter.
+        assert!(ready_to_promote(1, 1));
+        assert!(ready_to_promote(2, 1), "2 of 3 started with the learner");
+        assert!(!ready_to_promote(3, 1), "2 of 4 started with the learner");
+        assert!(ready_to_promote(3, 2));
+        // Remove, health: (voters, active with the leader) -> the rest stay a quorum.
+        assert!(remove_keeps_active_quorum(3, 3));
+        assert!(!remove_keeps_active_quorum(3, 2), "3 members, one down");
+        assert!(remove_keeps_active_quorum(5, 4), "5 members, one down");
+        assert!(!remove_keeps_active_quorum(5, 3), "5 members, two down");
+        assert!(remove_keeps_active_quorum(2, 2));
+        assert!(!remove_keeps_active_quorum(2, 1));
+        assert!(!remove_keeps_active_quorum(1, 1), "the last member");
     }
 }

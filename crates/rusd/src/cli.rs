@@ -171,7 +171,17 @@ pub struct ServeFlags {
     /// The v2 API (not supported; `false` is accepted).
     #[arg(long, env = "ETCD_ENABLE_V2", num_args = 0..=1, default_missing_value = "true")]
     pub enable_v2: Option<bool>,
-    /// Accepted and ignored (rusd always checks reconfiguration strictly).
+    /// Reject reconfiguration requests that would cause quorum loss (default true).
+    ///
+    /// etcd 3.4's rules, checked by the leader: MemberAdd of a voter and MemberRemove of a
+    /// voter when fewer than a quorum of the voting members would have started (have a name:
+    /// initial members, added ones once they publish); MemberAdd (learners too) unless the
+    /// leader has been connected to every voting member for the last 5 s, and MemberRemove of a
+    /// live voter unless the voters connected that long, less it, are a quorum of those left
+    /// (connected: answering the leader's Raft RPCs with no failure and no 5 s silence);
+    /// MemberPromote when the started voters and the learner are fewer than a quorum. A member
+    /// added as a voter counts as one, although rusd keeps it a Raft learner until it has
+    /// caught up.
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", num_args = 0..=1, default_missing_value = "true")]
     pub strict_reconfig_check: Option<bool>,
     /// Accepted and ignored.

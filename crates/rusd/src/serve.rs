@@ -254,6 +254,7 @@ pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
         )?
         .max(Duration::from_millis(100)),
         backend_cache_bytes: flags.backend_cache_bytes,
+        strict_reconfig_check: flags.strict_reconfig_check.unwrap_or(true),
     })
 }
 
@@ -386,6 +387,20 @@ mod tests {
         assert!(l.plain.is_empty());
         assert!(listen_addrs("", "x").is_err());
         assert!(listen_addrs("unixs://x", "x").is_err());
+    }
+
+    #[test]
+    fn strict_reconfig_check_is_on_unless_turned_off() {
+        use clap::Parser;
+        let strict = |args: &[&str]| {
+            let cli =
+                crate::cli::Cli::parse_from(std::iter::once("rusd").chain(args.iter().copied()));
+            config(&cli.serve).unwrap().strict_reconfig_check
+        };
+        assert!(strict(&[]));
+        assert!(strict(&["--strict-reconfig-check"]));
+        assert!(strict(&["--strict-reconfig-check=true"]));
+        assert!(!strict(&["--strict-reconfig-check=false"]));
     }
 
     #[test]

@@ -81,6 +81,12 @@ pub fn code_and_message(e: &ServerError) -> (Code, String) {
             Code::FailedPrecondition,
             "too many learner members in cluster",
         ),
+        // etcd 3.4 maps this one to its client-side error type, which gRPC sends as Unknown.
+        S::NotEnoughStartedMembers => etcd(
+            Code::Unknown,
+            "re-configuration failed due to not enough started members",
+        ),
+        S::Unhealthy => etcd(Code::Unavailable, "unhealthy cluster"),
         S::RootUserNotExist => etcd(Code::FailedPrecondition, "root user does not exist"),
         S::UserNotFound => etcd(Code::FailedPrecondition, "user name not found"),
         S::RoleNotFound => etcd(Code::FailedPrecondition, "role name not found"),
@@ -237,6 +243,16 @@ mod tests {
                 ServerError::MemberNotLearner,
                 Code::FailedPrecondition,
                 "etcdserver: can only promote a learner member",
+            ),
+            (
+                ServerError::NotEnoughStartedMembers,
+                Code::Unknown,
+                "etcdserver: re-configuration failed due to not enough started members",
+            ),
+            (
+                ServerError::Unhealthy,
+                Code::Unavailable,
+                "etcdserver: unhealthy cluster",
             ),
             (
                 ServerError::AuthNotEnabled,

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
@@ -35,6 +35,9 @@ use crate::membership::MemberNode;
 const CHUNK: usize = 1 << 20;
 /// How long connecting to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A peer not heard from for this long is no longer active (etcd's peer streams time out after
+/// the same `ConnReadTimeout`). It also ends the activity a member recorded when it last led.
+const SILENCE: Duration = Duration::from_secs(5);
 
 /// Why a peer cannot be dialled.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,15 @@ pub struct Peers {
     partition_file: Option<std::path::PathBuf>,
     /// How to dial `https://` peers (`None`: no peer TLS configured; `Err`: why not).
     tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
+    /// Which members answer this member's Raft RPCs, by id (see [`Peers::active_since`]).
+    activity: Mutex<HashMap<u64, Activity>>,
+}
+
+/// Since when a peer has answered without a failure or a silence in between.
+#[derive(Debug, Clone, Copy)]
+struct Activity {
+    since: Instant,
+    last: Instant,
 }
 
 impl Peers {
@@ -65,6 +77,51 @@ impl Peers {
             channels: Mutex::default(),
             partition_file: std::env::var_os("RUSD_TEST_PARTITION_FILE").map(Into::into),
             tls: None,
+            activity: Mutex::default(),
+        }
+    }
+
+    /// Since when member `id` has been active: answering this member's Raft RPCs with no
+    /// failed call and no 5 s of silence in between (etcd's `Transport.ActiveSince`). `None`
+    /// while it is not. Only a leader calls every member all the time, so only a leader's
+    /// answer is current.
+    pub fn active_since(&self, id: u64) -> Option<Instant> {
+        self.active_since_at(id, Instant::now())
+    }
+
+    fn active_since_at(&self, id: u64, now: Instant) -> Option<Instant> {
+        let activity = self.activity.lock();
+        let a = activity.get(&id)?;
+        (now.saturating_duration_since(a.last) <= SILENCE).then_some(a.since)
+    }
+
+    /// Records that a Raft RPC to member `id` was answered (`true`) or could not be delivered.
+    fn record(&self, id: u64, answered: bool) {
+        self.record_at(id, answered, Instant::now());
+    }
+
+    fn record_at(&self, id: u64, answered: bool, now: Instant) {
+        let mut activity = self.activity.lock();
+        match (answered, activity.get_mut(&id)) {
+            (true, Some(a)) if now.saturating_duration_since(a.last) <= SILENCE => a.last = now,
+            (true, _) => {
+                tracing::info!(member = format!("{id:x}").as_str(), "peer became active");
+                activity.insert(
+                    id,
+                    Activity {
+                        since: now,
+                        last: now,
+                    },
+                );
+            }
+            (false, Some(_)) => {
+                tracing::warn!(
+                    member = format!("{id:x}").as_str(),
+                    "peer became inactive (a message to it failed)"
+                );
+                activity.remove(&id);
+            }
+            (false, None) => {}
         }
     }
 
@@ -230,12 +287,17 @@ impl PeerConnection {
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
     {
-        let client = self.client()?;
+        let client = self
+            .client()
+            .inspect_err(|_| self.peers.record(self.target, false))?;
         let data = bincode::serialize(request).map_err(|e| RPCError::Network(network(e)))?;
+        // A slow answer says nothing about the connection (and openraft may drop this call at
+        // its own timeout first): only answers and transport failures are recorded.
         let answer = tokio::time::timeout(option.hard_ttl(), send(client, RaftMessage { data }))
             .await
-            .map_err(|_| RPCError::Unreachable(unreachable("timed out")))?
-            .map_err(|s| transport(&s))?;
+            .map_err(|_| RPCError::Unreachable(unreachable("timed out")))?;
+        self.peers.record(self.target, answer.is_ok());
+        let answer = answer.map_err(|s| transport(&s))?;
         let result: Result<Resp, RaftError<u64>> = bincode::deserialize(&answer.into_inner().data)
             .map_err(|e| RPCError::Network(network(e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -269,6 +331,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<u64>, StreamingError<TypeConfig, Fatal<u64>>> {
         if self.peers.partitioned() {
+            self.peers.record(self.target, false);
             return Err(StreamingError::Unreachable(unreachable(
                 "partitioned (test switch)",
             )));
@@ -320,6 +383,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             Ok(Err(e)) => return Err(StreamingError::Network(network(e))),
             Err(e) => return Err(StreamingError::Network(network(e))),
         }
+        self.peers.record(self.target, answer.is_ok());
         let answer = answer.map_err(|s| match s.code() {
             tonic::Code::Unavailable => StreamingError::Unreachable(unreachable(&s)),
             _ => StreamingError::Network(network(&s)),
@@ -363,5 +427,34 @@ impl Write for ChunkWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_runs_from_the_first_answer_until_a_failure_or_a_silence() {
+        let peers = Peers::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(peers.active_since_at(1, t0), None);
+        peers.record_at(1, false, t0);
+        assert_eq!(peers.active_since_at(1, t0), None, "never answered");
+        peers.record_at(1, true, at(100));
+        peers.record_at(1, true, at(200));
+        assert_eq!(peers.active_since_at(1, at(300)), Some(at(100)));
+        assert_eq!(peers.active_since_at(2, at(300)), None, "per member");
+        // A failure ends the run; the next answer starts a new one.
+        peers.record_at(1, false, at(400));
+        assert_eq!(peers.active_since_at(1, at(400)), None);
+        peers.record_at(1, true, at(500));
+        assert_eq!(peers.active_since_at(1, at(600)), Some(at(500)));
+        // So does a silence (a member that stopped leading, or calls openraft cut off).
+        let quiet = at(500) + SILENCE + Duration::from_millis(1);
+        assert_eq!(peers.active_since_at(1, quiet), None);
+        peers.record_at(1, true, quiet);
+        assert_eq!(peers.active_since_at(1, quiet), Some(quiet));
     }
 }
