@@ -5,8 +5,16 @@
 //! keys look like `key/000000012345` (16 bytes). Read benchmarks preload their keys and flush,
 //! so reads go to the redb file (through its page cache), not to the write overlay.
 //! Results and the machine they were measured on: `docs/benchmarks.md`.
+//!
+//! The allocator is mimalloc, the one the `rusd` binary links (an application that embeds the
+//! engine chooses its own; `docs/benchmarks.md` also gives the numbers with glibc's malloc).
+//! Read requests are built before the timing starts, so the numbers are the engine's.
 
 #![allow(missing_docs, clippy::unwrap_used)]
+
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -143,6 +151,29 @@ fn range_req(start: u64, n: u64) -> RangeRequest {
     RangeRequest::new(key(start), key(start + n))
 }
 
+/// Requests prepared before timing, cycled through by [`Cycle::next`]: enough of them that the
+/// keys they touch are spread over the whole key space (no cache-friendly reuse).
+struct Cycle {
+    reqs: Vec<RangeRequest>,
+    at: usize,
+}
+
+impl Cycle {
+    const LEN: usize = 1 << 16;
+
+    fn new(mut make: impl FnMut() -> RangeRequest) -> Self {
+        Self {
+            reqs: (0..Self::LEN).map(|_| make()).collect(),
+            at: 0,
+        }
+    }
+
+    fn next(&mut self) -> &RangeRequest {
+        self.at = (self.at + 1) % self.reqs.len();
+        &self.reqs[self.at]
+    }
+}
+
 fn bench_reads(c: &mut Criterion) {
     let f = open();
     // Two versions of every key: the second half of the history is read by "historical".
@@ -154,23 +185,20 @@ fn bench_reads(c: &mut Criterion) {
     let mut g = group(c, "get");
     g.throughput(Throughput::Elements(1));
     let mut rng = Rng(3);
+    let mut gets = Cycle::new(|| RangeRequest::new(key(rng.below(READ_KEYS)), ""));
     g.bench_function("random_100k", |b| {
         b.iter(|| {
-            let resp = store
-                .range(&RangeRequest::new(key(rng.below(READ_KEYS)), ""))
-                .unwrap();
+            let resp = store.range(gets.next()).unwrap();
             debug_assert_eq!(resp.kvs.len(), 1);
             resp
         });
     });
+    let mut gets = Cycle::new(|| RangeRequest {
+        revision: mid,
+        ..RangeRequest::new(key(rng.below(READ_KEYS)), "")
+    });
     g.bench_function("historical_100k", |b| {
-        b.iter(|| {
-            let req = RangeRequest {
-                revision: mid,
-                ..RangeRequest::new(key(rng.below(READ_KEYS)), "")
-            };
-            store.range(&req).unwrap()
-        });
+        b.iter(|| store.range(gets.next()).unwrap());
     });
     g.finish();
 
@@ -178,11 +206,10 @@ fn bench_reads(c: &mut Criterion) {
     for n in [10u64, 100] {
         // Requests per second; keys per second is n times that.
         g.throughput(Throughput::Elements(1));
+        let mut ranges = Cycle::new(|| range_req(rng.below(READ_KEYS - n), n));
         g.bench_with_input(BenchmarkId::new("keys", n), &n, |b, &n| {
             b.iter(|| {
-                let resp = store
-                    .range(&range_req(rng.below(READ_KEYS - n), n))
-                    .unwrap();
+                let resp = store.range(ranges.next()).unwrap();
                 debug_assert_eq!(resp.kvs.len() as u64, n);
                 resp
             });

@@ -6,11 +6,13 @@
 //! perf record -e cpu-clock --call-graph dwarf -D 2000 -- target/release/examples/hotpath get 5
 //! ```
 //!
-//! MODE: `get`, `range10`, `range100`, `cas`, `put`, `batch` (10 puts per txn) over 100k keys
+//! MODE: `get`, `range10`, `range100`, `prebuilt100` (as `range100` with requests built
+//! before timing), `cas`, `put`, `batch` (10 puts per txn) over 100k keys
 //! of 16 bytes with 256-byte values (preloaded and flushed for the read modes), or `idxN`: point
 //! lookups in a bare `KeyIndex` of N keys. Prints operations per second of wall time and of the
 //! thread's own CPU time (`/proc/thread-self/schedstat`), and the committer thread's CPU per
-//! operation. `RECORD_CACHE_PERCENT` overrides `StoreConfig::record_cache_percent`.
+//! operation. `RECORD_CACHE_PERCENT` overrides `StoreConfig::record_cache_percent`; `VERSIONS` writes
+//! that many versions of each key (default 1).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -20,6 +22,12 @@ use rusd_mvcc::{
     Compare, CompareResult, CompareTarget, KeyIndex, MvccStore, PutRequest, RangeRequest,
     RequestOp, Revision, StoreConfig, TxnRequest,
 };
+
+/// The `rusd` binary's allocator, as in the criterion benches (`--features system-alloc`:
+/// glibc's).
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const KEYS: u64 = 100_000;
 
@@ -91,8 +99,9 @@ fn main() {
     }
     let store = MvccStore::open(config).unwrap();
     let value = vec![7u8; 256];
+    let versions: u64 = std::env::var("VERSIONS").map_or(1, |v| v.parse().unwrap());
     if mode != "put" && mode != "batch" {
-        for chunk in 0..KEYS / 1000 {
+        for chunk in (0..versions).flat_map(|_| 0..KEYS / 1000) {
             let mut w = store.write();
             for i in chunk * 1000..(chunk + 1) * 1000 {
                 w.put(&PutRequest::new(key(i), value.clone())).unwrap();
@@ -108,6 +117,13 @@ fn main() {
     } else {
         Vec::new()
     };
+    // Requests built before timing (criterion's benches do the same).
+    let prebuilt: Vec<RangeRequest> = (0..1u64 << 16)
+        .map(|i| {
+            let s = mix(i + 7) % (KEYS - 100);
+            RangeRequest::new(key(s), key(s + 100))
+        })
+        .collect();
     let committer = committer_cpu_ns();
     let (start, cpu) = (Instant::now(), cpu_ns("/proc/thread-self/schedstat"));
     let (mut ops, mut i) = (0u64, 0u64);
@@ -115,6 +131,10 @@ fn main() {
         for _ in 0..1000 {
             i += 1;
             match mode.as_str() {
+                "prebuilt100" => {
+                    let resp = store.range(&prebuilt[(i % (1 << 16)) as usize]);
+                    assert_eq!(resp.unwrap().kvs.len() as u64, 100);
+                }
                 "get" => {
                     let resp = store.range(&RangeRequest::new(key(mix(i) % KEYS), ""));
                     assert_eq!(resp.unwrap().kvs.len(), 1);

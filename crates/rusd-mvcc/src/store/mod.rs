@@ -517,28 +517,76 @@ impl ReadView<'_> {
 
     /// The records of `cands`, in order: their own `kv` for a txn's own writes (without the
     /// value unless `with_value`), else as [`ReadView::kv_at`]. Performance: the cached records
-    /// are read with one cache lock per run of records in the same shard (see
-    /// `record_cache`).
+    /// are read a group at a time (see `RecordCache::read_group`).
     pub(crate) fn kvs_at(
         &self,
-        cands: Vec<range::Candidate>,
+        mut cands: Vec<range::Candidate>,
         with_value: bool,
     ) -> Result<Vec<KeyValue>> {
-        let mut out = Vec::with_capacity(cands.len());
-        let mut cache = self.inner.records.batch_reader();
-        for c in cands {
-            let kv = if let Some(own) = &c.own {
-                decode_put(own, c.at.modified.main, with_value)?
-            } else if let Some(record) = cache.get_with(c.at.modified, |bytes| {
-                // The candidate's key becomes the result's (performance, see the codec).
-                codec::decode_reusing_key(bytes, c.at.modified.main, with_value, c.key)
-            }) {
-                put_kv(record?, c.at.modified)?
-            } else {
-                cache.release(); // `kv_at` fills the cache
-                self.kv_at(c.at.modified, with_value)?
+        /// Candidates per group: enough lookups in flight to hide their latency, few enough
+        /// that the shard locks are held briefly.
+        const GROUP: usize = 32;
+        if let [c] = &mut cands[..] {
+            // A get: one lookup needs none of the grouping.
+            let modified = c.at.modified;
+            let kv = match &c.own {
+                Some(own) => decode_put(own, modified.main, with_value)?,
+                None => {
+                    let key = std::mem::take(&mut c.key);
+                    let decode = |bytes: &[u8]| {
+                        codec::decode_reusing_key(bytes, modified.main, with_value, key)
+                    };
+                    match self.inner.records.get_with(modified, decode) {
+                        Some(record) => put_kv(record?, modified)?,
+                        None => self.kv_at(modified, with_value)?,
+                    }
+                }
             };
-            out.push(kv);
+            return Ok(vec![kv]);
+        }
+        let mut out = Vec::with_capacity(cands.len());
+        let mut revs: Vec<Option<Revision>> = Vec::with_capacity(GROUP.min(cands.len()));
+        let mut missed: Vec<usize> = Vec::new();
+        for (g, group) in cands.chunks_mut(GROUP).enumerate() {
+            revs.clear();
+            revs.extend(
+                group
+                    .iter()
+                    .map(|c| c.own.is_none().then_some(c.at.modified)),
+            );
+            let mut failure = None;
+            self.inner.records.read_group(&revs, |i, record| {
+                let c = &mut group[i];
+                let modified = c.at.modified;
+                let decoded = match (&c.own, record) {
+                    (Some(own), _) => decode_put(own, modified.main, with_value),
+                    (None, Some(bytes)) => {
+                        // The candidate's key becomes the result's (performance, see
+                        // the codec).
+                        let key = std::mem::take(&mut c.key);
+                        codec::decode_reusing_key(bytes, modified.main, with_value, key)
+                            .and_then(|r| put_kv(r, modified))
+                    }
+                    (None, None) => {
+                        missed.push(g * GROUP + i);
+                        Ok(KeyValue::default()) // filled in below
+                    }
+                };
+                match decoded {
+                    Ok(kv) => out.push(kv),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        out.push(KeyValue::default());
+                    }
+                }
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+        // Misses read the backend and fill the cache, outside the cache's locks.
+        for i in missed {
+            out[i] = self.kv_at(cands[i].at.modified, with_value)?;
         }
         Ok(out)
     }

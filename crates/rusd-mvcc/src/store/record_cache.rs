@@ -3,8 +3,8 @@
 //! Performance: a point read through redb walks three or four pages, each behind a mutex and
 //! a read lock in redb's page cache (about 1 us), which capped gets near 300k/s and made every
 //! key of a range cost as much as a get. A hit here is a shard read lock and a hash probe, and
-//! [`BatchReader`] serves a range's records under one read lock per run of records
-//! in the same shard (revisions are sharded in blocks, so neighbouring writes share a shard).
+//! `RecordCache::read_group` serves a range's records a group at a time under the read locks
+//! of the shards involved (revisions are sharded in blocks, so neighbouring writes share one).
 //!
 //! Correctness rests on records being immutable: the record of revision `(main, sub)` never
 //! changes once the index knows that revision (a write publishes its records before the
@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{RwLock, RwLockReadGuard};
+use smallvec::SmallVec;
 
 use crate::revision::Revision;
 
@@ -112,6 +113,49 @@ impl RecordCache {
         Self::hit(&self.shard(rev).read(), &rev).map(f)
     }
 
+    /// Calls `f(i, record)` for each of `revs` in order, with `None` for a miss (and for a
+    /// `None` revision, not looked up), while holding the read locks of the shards involved.
+    ///
+    /// Performance: a range's lookups and records are cache misses, and one after another
+    /// they were most of a range's time. Here the lookups of a group are independent loads
+    /// that the CPU overlaps, and so are the reads that bring each record in before `f`
+    /// decodes it. The shards are locked in ascending order, so two readers can never wait
+    /// on each other through queued writers (writers hold one shard at a time).
+    pub(crate) fn read_group(
+        &self,
+        revs: &[Option<Revision>],
+        mut f: impl FnMut(usize, Option<&[u8]>),
+    ) {
+        if self.shard_budget == 0 {
+            (0..revs.len()).for_each(|i| f(i, None));
+            return;
+        }
+        let mut wanted = 0u32;
+        for rev in revs.iter().flatten() {
+            wanted |= 1 << Self::shard_of(*rev);
+        }
+        let guards: SmallVec<[Option<RwLockReadGuard<'_, Shard>>; SHARDS]> = (0..SHARDS)
+            .map(|s| (wanted & (1 << s) != 0).then(|| self.shards[s].read()))
+            .collect();
+        let found: SmallVec<[Option<&[u8]>; 64]> = revs
+            .iter()
+            .map(|rev| {
+                let rev = rev.as_ref()?;
+                Self::hit(guards[Self::shard_of(*rev)].as_ref()?, rev)
+            })
+            .collect();
+        // Independent loads of each record's first and last byte (a 256-byte value spans
+        // several cache lines; the hardware prefetcher fills in between).
+        let mut touched = 0u8;
+        for record in found.iter().flatten() {
+            touched ^= record.first().copied().unwrap_or(0) ^ record.last().copied().unwrap_or(0);
+        }
+        std::hint::black_box(touched);
+        for (i, record) in found.into_iter().enumerate() {
+            f(i, record);
+        }
+    }
+
     /// Drops every entry. For `install_snapshot`: after a new history is swapped in, a
     /// revision may name a different record than the cached one.
     pub(crate) fn clear(&self) {
@@ -120,15 +164,6 @@ impl RecordCache {
             shard.map.clear();
             shard.clock.clear();
             shard.bytes = 0;
-        }
-    }
-
-    /// A reader that keeps its shard's read lock from one lookup to the next while they hit
-    /// the same shard (see [`BatchReader`]).
-    pub(crate) fn batch_reader(&self) -> BatchReader<'_> {
-        BatchReader {
-            cache: self,
-            held: None,
         }
     }
 
@@ -173,35 +208,6 @@ impl RecordCache {
     }
 }
 
-/// Looks up many records with one read lock per run of lookups in the same shard, as a
-/// range does. Call [`BatchReader::release`] before anything that may write to the cache
-/// (filling a miss), or the write lock would wait for this thread's own read lock.
-pub(crate) struct BatchReader<'a> {
-    cache: &'a RecordCache,
-    held: Option<(usize, RwLockReadGuard<'a, Shard>)>,
-}
-
-impl BatchReader<'_> {
-    /// Calls `f` with the cached record of `rev`, if any.
-    pub(crate) fn get_with<R>(&mut self, rev: Revision, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        if self.cache.shard_budget == 0 {
-            return None;
-        }
-        let s = RecordCache::shard_of(rev);
-        if self.held.as_ref().is_none_or(|(h, _)| *h != s) {
-            self.held = None; // one shard lock at a time
-            self.held = Some((s, self.cache.shards[s].read()));
-        }
-        let (_, guard) = self.held.as_ref()?;
-        RecordCache::hit(guard, &rev).map(f)
-    }
-
-    /// Drops the read lock held, if any.
-    pub(crate) fn release(&mut self) {
-        self.held = None;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,23 +240,37 @@ mod tests {
     }
 
     #[test]
-    fn batch_lookup() {
+    fn group_lookup() {
         let cache = RecordCache::new(1 << 20);
         for m in [3, 4, 40, 41, 500] {
             cache.insert(Revision::new(m, 1), &[m as u8; 10]);
         }
-        let mut reader = cache.batch_reader();
-        let seen: Vec<Option<u8>> = [3, 5, 4, 40, 500, 41, 7]
+        let revs: Vec<Option<Revision>> = [Some(3), Some(5), None, Some(4), Some(500), Some(41)]
             .iter()
-            .map(|&m| reader.get_with(Revision::new(m, 1), |rec| rec[0]))
+            .map(|m| m.map(|m| Revision::new(m, 1)))
             .collect();
+        let mut seen = Vec::new();
+        cache.read_group(&revs, |i, record| seen.push((i, record.map(|r| r[0]))));
         assert_eq!(
             seen,
-            [Some(3), None, Some(4), Some(40), Some(244), Some(41), None]
+            [
+                (0, Some(3)),
+                (1, None),
+                (2, None), // not looked up
+                (3, Some(4)),
+                (4, Some(244)),
+                (5, Some(41))
+            ]
         );
-        reader.release();
-        cache.insert(Revision::new(5, 1), &[5; 10]); // would deadlock with the lock held
-        assert_eq!(reader.get_with(Revision::new(5, 1), |rec| rec[0]), Some(5));
+        // The locks are released on return: filling a miss does not wait for them.
+        cache.insert(Revision::new(5, 1), &[5; 10]);
+        let mut five = None;
+        cache.read_group(&revs[1..2], |_, record| five = record.map(|r| r[0]));
+        assert_eq!(five, Some(5));
+        let off = RecordCache::new(0);
+        let mut calls = 0;
+        off.read_group(&revs, |_, record| calls += usize::from(record.is_none()));
+        assert_eq!(calls, revs.len());
     }
 
     #[test]
