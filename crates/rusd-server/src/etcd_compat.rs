@@ -121,14 +121,26 @@ pub fn prepare_data_dir(config: &ServerConfig) -> Result<(), StartError> {
     }
     tracing::info!(path = %db.display(), "found an etcd database; converting it");
     let log = config.log_path();
-    if log.exists() {
-        let mut aside = log.clone().into_os_string();
+    // The log's segments (see `raft::wal`) and its meta file go aside, segments first: a crash
+    // in between leaves meta without entries, which the next start moves aside too.
+    let mut aside_paths = match log.parent() {
+        Some(dir) => crate::raft::wal::segment_files(dir)
+            .map_err(|e| StartError::Config(e.to_string()))?
+            .into_iter()
+            .map(|(_, path)| path)
+            .collect(),
+        None => Vec::new(),
+    };
+    aside_paths.push(log.clone());
+    for path in aside_paths.iter().filter(|p| p.exists()) {
+        let mut aside = path.clone().into_os_string();
         aside.push(".");
         aside.push(REPLACED_LOG_SUFFIX);
-        std::fs::rename(&log, &aside)
-            .map_err(|e| StartError::Config(format!("cannot move {} aside: {e}", log.display())))?;
+        std::fs::rename(path, &aside).map_err(|e| {
+            StartError::Config(format!("cannot move {} aside: {e}", path.display()))
+        })?;
         tracing::warn!(
-            from = %log.display(),
+            from = %path.display(),
             to = %std::path::Path::new(&aside).display(),
             "moved rusd's raft log aside: the imported data starts a new raft group"
         );
@@ -170,5 +182,36 @@ mod tests {
         );
         assert_eq!(import_foreign(buckets::MEMBERS, &key, b""), None);
         assert_eq!(import_foreign(buckets::ALARM, b"\xff", b""), None);
+    }
+
+    #[test]
+    fn an_import_moves_the_raft_logs_segments_and_meta_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..ServerConfig::default()
+        };
+        let log = config.log_path();
+        let wal = log.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&wal).unwrap();
+        std::fs::write(&log, b"meta").unwrap();
+        let segments = [1, 7].map(|i| wal.join(crate::raft::wal::segment_name(i)));
+        for s in &segments {
+            std::fs::write(s, b"entries").unwrap();
+        }
+        // An import under way (here of a damaged file, so that it stops after the move).
+        let db = config.db_path();
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let mut pending = db.clone().into_os_string();
+        pending.push(".etcd-import");
+        std::fs::write(&pending, b"not a bolt file").unwrap();
+        assert!(prepare_data_dir(&config).is_err());
+        for path in segments.iter().chain([&log]) {
+            let mut aside = path.clone().into_os_string();
+            aside.push(format!(".{REPLACED_LOG_SUFFIX}"));
+            assert!(!path.exists(), "{} is still in place", path.display());
+            assert!(std::path::Path::new(&aside).exists());
+        }
+        assert!(crate::raft::wal::segment_files(&wal).unwrap().is_empty());
     }
 }

@@ -30,7 +30,7 @@ pub enum StartError {
     Store(#[from] rusd_mvcc::Error),
     /// The log failed to open.
     #[error("opening the raft log: {0}")]
-    Log(#[from] redb::Error),
+    Log(#[from] crate::raft::log_store::OpenError),
     /// openraft refused to start.
     #[error("starting raft: {0}")]
     Raft(String),

@@ -1,12 +1,13 @@
 //! Group commit for the Raft log: one thread writes every append that queued while the previous
-//! fsync ran in a single redb transaction, then reports all of them flushed.
+//! fsync ran as one batch of records into the segment log (`wal.rs`): one write call and one
+//! `fdatasync`, then reports all of them flushed.
 //!
 //! openraft 0.9 appends one entry per client write and waits for nothing but the `LogFlushed`
 //! callback, so a synchronous `append` would pay one fsync per write (64 clients: ~3k writes/s,
 //! each round of 64 appends taking 64 fsyncs). Here `append` only queues the entries and keeps
 //! them readable in the [`Tail`] until they are on disk (openraft's contract: readable when
-//! `append` returns, durable when the callback fires); the writer drains the queue, commits
-//! once, and fires the callbacks in order.
+//! `append` returns, durable when the callback fires); the writer drains the queue, writes and
+//! syncs once, and fires the callbacks in order.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -15,8 +16,8 @@ use std::sync::Arc;
 use openraft::storage::LogFlushed;
 use openraft::Entry;
 use parking_lot::Mutex;
-use redb::Database;
 
+use super::wal::{Batch, SegmentLog};
 use super::TypeConfig;
 
 /// Entries appended but maybe not yet durable, plus the most recent durable ones (which the
@@ -85,8 +86,11 @@ impl Tail {
     }
 }
 
+/// Called once the entries of an append are durable (or failed to be).
+type Flushed = Box<dyn FnOnce(std::io::Result<()>) + Send>;
+
 enum Job {
-    Append(Vec<Entry<TypeConfig>>, LogFlushed<TypeConfig>),
+    Append(Vec<Entry<TypeConfig>>, Flushed),
     /// Answered once every earlier job is durable.
     Barrier(mpsc::Sender<Result<(), String>>),
 }
@@ -99,17 +103,14 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Starts the writer thread for the log table `table` of `db`.
-    pub fn start(
-        db: Arc<Database>,
-        table: redb::TableDefinition<'static, u64, &'static [u8]>,
-    ) -> std::io::Result<Self> {
+    /// Starts the writer thread for the segment log `wal`.
+    pub fn start(wal: Arc<Mutex<SegmentLog>>) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel();
         let tail = Arc::new(Mutex::new(Tail::default()));
         let shared = tail.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || run(&db, table, &rx, &shared))?;
+            .spawn(move || run(&wal, &rx, &shared))?;
         Ok(Self { jobs, tail })
     }
 
@@ -120,6 +121,14 @@ impl LogWriter {
 
     /// Makes `entries` readable at once and durable soon; `flushed` fires when they are.
     pub fn append(&self, entries: Vec<Entry<TypeConfig>>, flushed: LogFlushed<TypeConfig>) {
+        self.append_with(
+            entries,
+            Box::new(move |result| flushed.log_io_completed(result)),
+        );
+    }
+
+    /// [`LogWriter::append`] with any callback.
+    pub fn append_with(&self, entries: Vec<Entry<TypeConfig>>, flushed: Flushed) {
         {
             let mut tail = self.tail.lock();
             for e in &entries {
@@ -129,7 +138,7 @@ impl LogWriter {
         if let Err(mpsc::SendError(Job::Append(_, flushed))) =
             self.jobs.send(Job::Append(entries, flushed))
         {
-            flushed.log_io_completed(Err(std::io::Error::other("raft log writer stopped")));
+            flushed(Err(std::io::Error::other("raft log writer stopped")));
         }
     }
 
@@ -147,23 +156,19 @@ impl LogWriter {
     }
 }
 
-fn run(
-    db: &Database,
-    table: redb::TableDefinition<'static, u64, &'static [u8]>,
-    rx: &mpsc::Receiver<Job>,
-    tail: &Mutex<Tail>,
-) {
-    let mut batch = Vec::new();
+fn run(wal: &Mutex<SegmentLog>, rx: &mpsc::Receiver<Job>, tail: &Mutex<Tail>) {
+    let mut jobs = Vec::new();
+    let mut batch = Batch::default();
     while let Ok(job) = rx.recv() {
-        batch.push(job);
-        batch.extend(rx.try_iter());
-        let result = commit(db, table, &batch);
+        jobs.push(job);
+        jobs.extend(rx.try_iter());
+        let result = commit(wal, &jobs, &mut batch);
         let mut upto = None;
-        for job in batch.drain(..) {
+        for job in jobs.drain(..) {
             match job {
                 Job::Append(entries, flushed) => {
                     upto = entries.last().map(|e| e.log_id.index).or(upto);
-                    flushed.log_io_completed(result.clone().map_err(std::io::Error::other));
+                    flushed(result.clone().map_err(std::io::Error::other));
                 }
                 Job::Barrier(done) => {
                     let _ = done.send(result.clone());
@@ -176,32 +181,30 @@ fn run(
     }
 }
 
-/// Writes every queued append in one durable transaction.
-fn commit(
-    db: &Database,
-    table: redb::TableDefinition<'static, u64, &'static [u8]>,
-    batch: &[Job],
-) -> Result<(), String> {
-    if !batch.iter().any(|j| matches!(j, Job::Append(..))) {
-        return Ok(());
-    }
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
-    {
-        let mut t = txn.open_table(table).map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        for job in batch {
-            let Job::Append(entries, _) = job else {
-                continue;
-            };
-            for entry in entries {
-                buf.clear();
-                bincode::serialize_into(&mut buf, entry).map_err(|e| e.to_string())?;
-                t.insert(entry.log_id.index, buf.as_slice())
-                    .map_err(|e| e.to_string())?;
-            }
+/// Writes every queued append with one write call and one `fdatasync`.
+fn commit(wal: &Mutex<SegmentLog>, jobs: &[Job], batch: &mut Batch) -> Result<(), String> {
+    batch.clear();
+    for job in jobs {
+        let Job::Append(entries, _) = job else {
+            continue;
+        };
+        for entry in entries {
+            batch
+                .push_with(entry.log_id.index, |buf| {
+                    bincode::serialize_into(buf, entry)
+                })
+                .map_err(|e| e.to_string())?;
         }
     }
-    txn.commit().map_err(|e| e.to_string())
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let pending = wal.lock().write(batch).map_err(|e| e.to_string())?;
+    // Outside the lock: readers of older entries need not wait for the disk.
+    pending.sync().map_err(|e| {
+        wal.lock().poison();
+        e.to_string()
+    })
 }
 
 #[cfg(test)]
@@ -252,5 +255,42 @@ mod tests {
         t.truncate(3);
         assert!(t.entries.is_empty());
         assert_eq!(t.durable, 2, "re-appended indexes are not durable");
+    }
+
+    #[test]
+    fn appends_queued_during_a_write_share_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(Mutex::new(
+            SegmentLog::open(dir.path(), 1 << 20, None).unwrap(),
+        ));
+        let writer = LogWriter::start(wal.clone()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        for i in 1..=500 {
+            let tx = tx.clone();
+            writer.append_with(
+                vec![entry(i)],
+                Box::new(move |r| {
+                    let _ = tx.send((i, r.is_ok()));
+                }),
+            );
+        }
+        let done: Vec<(u64, bool)> = (0..500).map(|_| rx.recv().unwrap()).collect();
+        assert_eq!(done, (1..=500).map(|i| (i, true)).collect::<Vec<_>>());
+        writer.barrier().unwrap();
+        let writes = wal.lock().writes();
+        assert!(writes <= 50, "500 appends took {writes} writes");
+        // All durable and readable from disk; the tail keeps them too.
+        assert_eq!(
+            indexes(writer.tail().lock().get(1, 500)).map(|v| v.len()),
+            Some(500)
+        );
+        drop(writer);
+        let reopened = SegmentLog::open(dir.path(), 1 << 20, None).unwrap();
+        let on_disk = reopened.read(1, u64::MAX).unwrap();
+        assert_eq!(on_disk.len(), 500);
+        for (index, payload) in on_disk {
+            let e: Entry<TypeConfig> = bincode::deserialize(&payload).unwrap();
+            assert_eq!(e.log_id.index, index);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The ordered log: every mutation goes through a Raft group (openraft) of the cluster's members.
 //!
 //! ```text
-//!  grpc/kv.rs ── propose(RaftRequest) ──► openraft ──append──► LogStore (raft.redb, fsync)
+//!  grpc/kv.rs ── propose(RaftRequest) ──► openraft ──append──► LogStore (segments, fsync)
 //!                                            │ commit
 //!                                            ▼
 //!                                     StateMachine::apply ──► apply.rs ──► MvccStore
@@ -22,6 +22,7 @@ pub mod read_batch;
 pub mod request;
 pub mod route;
 pub mod state_machine;
+pub mod wal;
 
 pub use request::{Op, Output, RaftRequest, RaftResponse};
 
