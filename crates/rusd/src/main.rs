@@ -9,7 +9,9 @@ mod snapshot;
 use clap::Parser;
 
 /// mimalloc: the server's request path allocates small buffers per request on every thread;
-/// glibc's malloc spent ~13% of the server's CPU under a 64-client put load.
+/// glibc's malloc spent ~13% of the server's CPU under a 64-client put load. Built without
+/// transparent huge pages (`no_thp`, see Cargo.toml): a fault on a purged huge page zeroed
+/// 2 MiB in the middle of a request and stalled every client for milliseconds.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
