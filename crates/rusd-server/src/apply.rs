@@ -11,6 +11,7 @@ use rusd_mvcc::{LeaseId, MvccStore, Table};
 use rusd_proto::etcdserverpb as pb;
 
 use crate::alarm::{alarm_key, Alarms};
+use crate::auth::{AuthInfo, AuthStore};
 use crate::convert;
 use crate::error::ServerError;
 use crate::lease::Lessor;
@@ -34,6 +35,8 @@ pub struct Applier {
     pub lessor: Arc<Lessor>,
     /// Raised alarms (told of activations).
     pub alarms: Arc<Alarms>,
+    /// Users and roles (changed by auth operations, asked about every client write).
+    pub auth: Arc<AuthStore>,
     /// Requests applied since start (a batch entry counts each of its requests): every member
     /// snapshots after `--snapshot-count` of them (see `server::snapshot_by_count`).
     pub applied_requests: std::sync::atomic::AtomicU64,
@@ -55,6 +58,7 @@ impl Applier {
         self.lessor
             .replace_all(self.store.leases().into_iter().map(|l| (l.id, l.ttl)));
         self.alarms.reload(&self.store)?;
+        self.auth.reload(&self.store)?;
         tracing::info!(
             revision = self.store.current_revision(),
             applied_index = self.store.applied_index(),
@@ -84,7 +88,14 @@ impl Applier {
                 return RaftResponse::One(Ok(Output::Nothing(true)));
             }
             let op = request.and_then(|r| r.op.as_ref());
-            return RaftResponse::One(self.apply_one(log_id, None, op, membership.as_deref()));
+            let header = request.and_then(|r| r.header.as_ref());
+            return RaftResponse::One(self.apply_one(
+                log_id,
+                None,
+                op,
+                header,
+                membership.as_deref(),
+            ));
         }
         // Each operation of a batch is applied (and recorded) on its own: after a crash in the
         // middle of one, the operations already applied are skipped, the rest applied.
@@ -107,7 +118,7 @@ impl Applier {
                         return Ok(Output::Nothing(true));
                     }
                     let pos = u32::try_from(i + 1).unwrap_or(u32::MAX);
-                    self.apply_one(log_id, Some(pos), r.op.as_ref(), None)
+                    self.apply_one(log_id, Some(pos), r.op.as_ref(), r.header.as_ref(), None)
                 })
                 .collect(),
         )
@@ -130,6 +141,7 @@ impl Applier {
         log_id: LogId,
         pos: Option<u32>,
         op: Option<&Op>,
+        header: Option<&crate::raft::request::RequestHeader>,
         membership: Option<&[u8]>,
     ) -> Result<Output, ServerError> {
         let record = |w: &mut rusd_mvcc::WriteTxn<'_>| -> Result<(), ServerError> {
@@ -153,7 +165,11 @@ impl Applier {
         };
         let mut w = self.store.write();
         let mut after: Option<Box<dyn FnOnce() + '_>> = None;
-        let outcome = self.apply_op(&mut w, op, &mut after);
+        let caller = header.map(|h| AuthInfo {
+            username: h.username.clone(),
+            revision: h.auth_revision,
+        });
+        let outcome = self.apply_op(&mut w, op, caller.as_ref(), log_id.index, &mut after);
         let result = match outcome {
             Ok(output) => record(&mut w)
                 .and_then(|()| w.commit().map_err(ServerError::from))
@@ -180,8 +196,24 @@ impl Applier {
         &'a self,
         w: &mut rusd_mvcc::WriteTxn<'_>,
         op: &Op,
+        caller: Option<&AuthInfo>,
+        index: u64,
         after: &mut Option<Box<dyn FnOnce() + 'a>>,
     ) -> Result<Output, ServerError> {
+        if let Some(applied) = self.auth.apply(w, op, caller, index) {
+            let (output, then) = applied?;
+            *after = Some(then);
+            return Ok(output);
+        }
+        if let Some(ai) = caller {
+            let lease_keys = |id: i64| {
+                self.store
+                    .lease(LeaseId(id))
+                    .map(|l| l.keys)
+                    .unwrap_or_default()
+            };
+            self.auth.state().check_op(ai, op, &lease_keys)?;
+        }
         Ok(match op {
             Op::Put(p) => Output::Put(convert::put_to_pb(w.put(&convert::put_from_pb(p))?)),
             Op::DeleteRange(d) => Output::DeleteRange(convert::delete_to_pb(
@@ -213,6 +245,8 @@ impl Applier {
                 Output::LeaseRevoke(pb::LeaseRevokeResponse::default())
             }
             Op::Alarm(a) => self.apply_alarm(w, a, after)?,
+            // Auth operations were applied above.
+            _ => Output::Nothing(true),
         })
     }
 
@@ -289,11 +323,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store =
             MvccStore::open(rusd_mvcc::StoreConfig::new(dir.path().join("db"))).expect("open");
+        let auth = Arc::new(
+            AuthStore::load(
+                &store,
+                crate::auth::Tokens::simple(std::time::Duration::from_secs(300)),
+            )
+            .expect("auth"),
+        );
         let applier = Applier {
             applied_requests: Default::default(),
             store,
             lessor: Arc::new(Lessor::new(1)),
             alarms: Arc::new(Alarms::default()),
+            auth,
         };
         (applier, dir)
     }
@@ -339,7 +381,7 @@ mod tests {
         let (a, _dir) = applier();
         // The crash came after the first operation of entry 3 was applied (and recorded).
         assert!(a
-            .apply_one(log_id(3), Some(1), Some(&put("a")), None)
+            .apply_one(log_id(3), Some(1), Some(&put("a")), None, None)
             .is_ok());
         let batch = RaftRequest::batch([put("a"), put("b"), put("c")]);
         assert_eq!(revisions(a.apply(log_id(3), Some(&batch), None)), [0, 3, 4]);

@@ -74,6 +74,12 @@ pub struct ServerConfig {
     /// Refuse membership changes that could cost the quorum (`--strict-reconfig-check`, on by
     /// default); see [`crate::reconfig`]. The leader's setting decides.
     pub strict_reconfig_check: bool,
+    /// Token type and options (`--auth-token`: `simple`, or `jwt,pub-key=...`).
+    pub auth_token: String,
+    /// Life of a simple token after its last use (`--auth-token-ttl`, seconds, default 300).
+    pub auth_token_ttl: Duration,
+    /// bcrypt cost of stored passwords (`--bcrypt-cost`, default 10).
+    pub bcrypt_cost: u32,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +109,9 @@ impl Default for ServerConfig {
             watch_progress_notify_interval: Duration::from_secs(600),
             backend_cache_bytes: 256 << 20,
             strict_reconfig_check: true,
+            auth_token: "simple".into(),
+            auth_token_ttl: Duration::from_secs(300),
+            bcrypt_cost: 10,
         }
     }
 }
@@ -155,6 +164,41 @@ impl ServerConfig {
             mine
         }
     }
+}
+
+/// Go-style durations (`time.ParseDuration`): `10m`, `1h30m`, `100ms`, `5s`.
+///
+/// # Errors
+/// An empty string, a bad number or an unknown unit.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let secs = match unit {
+            "ns" => value / 1e9,
+            "us" | "\u{b5}s" => value / 1e6,
+            "ms" => value / 1e3,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(format!("bad duration unit in {s:?}")),
+        };
+        total += Duration::from_secs_f64(secs);
+        rest = tail;
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -9,11 +9,12 @@ use rusd_mvcc::MvccStore;
 use rusd_proto::etcdserverpb as pb;
 
 use crate::alarm::Alarms;
+use crate::auth::{AuthInfo, Credentials};
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::lease::Lessor;
 use crate::raft::route::Forwarded;
-use crate::raft::{Op, Output, Raft};
+use crate::raft::{Op, Output, Raft, RaftRequest};
 use rusd_proto::peerpb::ReadIndexRequest;
 
 /// Shared server state.
@@ -30,6 +31,8 @@ pub struct Ctx {
     pub lessor: Arc<Lessor>,
     /// Raised alarms.
     pub alarms: Arc<Alarms>,
+    /// Users, roles, permissions and tokens.
+    pub auth: Arc<crate::auth::AuthStore>,
     /// This member's id.
     pub member_id: u64,
     /// The cluster's id.
@@ -68,15 +71,76 @@ impl Ctx {
         self.raft.metrics().borrow().current_term
     }
 
-    /// Proposes `op` through the log and waits until it is applied.
+    /// Proposes the server's own `op` (not checked against any user's permissions) through the
+    /// log and waits until it is applied.
     ///
     /// # Errors
     /// What applying returned, or etcd's availability errors.
     pub async fn propose(&self, op: Op) -> Result<Output, ServerError> {
+        self.propose_request(RaftRequest::new(op)).await
+    }
+
+    /// Proposes a client's `op`, applied only if `ai` may do it when it is applied.
+    ///
+    /// # Errors
+    /// As [`Ctx::propose`], and etcd's permission errors.
+    pub async fn propose_as(&self, op: Op, ai: &AuthInfo) -> Result<Output, ServerError> {
+        self.propose_request(RaftRequest::from_client(op, ai)).await
+    }
+
+    async fn propose_request(&self, request: RaftRequest) -> Result<Output, ServerError> {
         let timeout = self.config.request_timeout();
-        match tokio::time::timeout(timeout, self.proposer.propose(op)).await {
+        match tokio::time::timeout(timeout, self.proposer.propose(request)).await {
             Err(_) => Err(ServerError::Timeout),
             Ok(result) => result,
+        }
+    }
+
+    /// The caller, who must have the root role while auth is enabled (etcd's
+    /// `IsAdminPermitted`).
+    ///
+    /// # Errors
+    /// `InvalidAuthToken`, `UserEmpty`, `UserNotFound`, `PermissionDenied`.
+    pub async fn check_admin(&self, cred: &Credentials) -> Result<AuthInfo, ServerError> {
+        let ai = self.auth_info(cred).await?;
+        self.auth.state().check_admin(&ai)?;
+        Ok(ai)
+    }
+
+    /// Who a request comes from: the owner of its token, else (with `--client-cert-auth`) the
+    /// common name of its client certificate, else nobody (etcd's `AuthInfoFromCtx`).
+    ///
+    /// # Errors
+    /// `InvalidAuthToken` for a token that is unknown, expired or badly signed.
+    pub async fn auth_info(&self, cred: &Credentials) -> Result<AuthInfo, ServerError> {
+        if let Some(token) = &cred.token {
+            let tokens = &self.auth.tokens;
+            if let Some(index) = tokens.issued_at(token) {
+                // A simple token is known once the entry that issued it is applied here.
+                if self.store.applied_index() < index {
+                    let wait = self.raft.wait(Some(self.config.request_timeout()));
+                    if wait
+                        .applied_index_at_least(Some(index), "auth token")
+                        .await
+                        .is_err()
+                    {
+                        return Err(ServerError::InvalidAuthToken);
+                    }
+                }
+            }
+            let owner = tokens.owner(token).ok_or(ServerError::InvalidAuthToken)?;
+            let revision = owner.revision.unwrap_or_else(|| self.auth.revision());
+            return Ok(AuthInfo {
+                username: owner.username,
+                revision,
+            });
+        }
+        match &cred.cert_common_name {
+            Some(cn) if self.config.client_tls.client_cert_auth => Ok(AuthInfo {
+                username: cn.clone(),
+                revision: self.auth.revision(),
+            }),
+            _ => Ok(AuthInfo::default()),
         }
     }
 

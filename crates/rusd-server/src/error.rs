@@ -48,9 +48,50 @@ pub enum ServerError {
     /// A member id that is not in the cluster.
     #[error("member not found")]
     MemberNotFound,
-    /// Authentication is not enabled (rusd has no auth yet).
+    /// Authenticate while authentication is not enabled.
     #[error("authentication is not enabled")]
     AuthNotEnabled,
+    /// Authenticate with an unknown user or a wrong password.
+    #[error("authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// Authenticate with a password for a user added with `--no-password` (etcd passes this
+    /// one as code Unknown with its auth-package text).
+    #[error("authentication failed, password was given for no password user")]
+    NoPasswordUser,
+    /// AuthEnable while the `root` user lacks the `root` role.
+    #[error("root user does not have root role")]
+    RootRoleNotExist,
+    /// UserAdd of a name that exists.
+    #[error("user name already exists")]
+    UserAlreadyExist,
+    /// A request that needs a user and has none (no token, no client certificate).
+    #[error("user name is empty")]
+    UserEmpty,
+    /// RoleAdd of a name that exists.
+    #[error("role name already exists")]
+    RoleAlreadyExist,
+    /// RoleAdd with an empty name.
+    #[error("role name is empty")]
+    RoleEmpty,
+    /// The user's roles do not allow the operation.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// UserRevokeRole of a role the user does not have.
+    #[error("role is not granted to the user")]
+    RoleNotGranted,
+    /// RoleRevokePermission of a permission the role does not have.
+    #[error("permission is not granted to the role")]
+    PermissionNotGranted,
+    /// A token that is unknown, expired or badly signed.
+    #[error("invalid auth token")]
+    InvalidAuthToken,
+    /// Deleting `root`, the `root` role, or revoking `root` from `root` while auth is on.
+    #[error("invalid auth management")]
+    InvalidAuthMgmt,
+    /// The auth store changed between the permission check and the operation: the client
+    /// refreshes its token and retries.
+    #[error("revision of auth store is old")]
+    AuthOldRevision,
     /// MoveLeader: the transferee did not become leader in time (etcd passes this one as
     /// code Unknown).
     #[error("leader transfer took too long")]

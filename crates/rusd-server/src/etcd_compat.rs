@@ -6,8 +6,8 @@
 //! | bucket | export | import |
 //! |---|---|---|
 //! | `alarm` | each raised alarm: `AlarmMember` protobuf → empty | into the `alarm` table |
-//! | `auth` | `authRevision` → BE64 1 (auth is always disabled, no users or roles) | dropped |
-//! | `authUsers`, `authRoles` | empty | dropped |
+//! | `auth` | `authEnabled` → 0/1, `authRevision` → BE64 | dropped |
+//! | `authUsers`, `authRoles` | name → `authpb.User` / `authpb.Role` protobuf | dropped |
 //! | `cluster` | `clusterVersion` → rusd's cluster version | dropped |
 //! | `members` | this member: hex id → etcd's member JSON | dropped (a new cluster starts) |
 //! | `members_removed` | empty | dropped |
@@ -43,16 +43,30 @@ pub fn export_buckets(ctx: &Ctx) -> ExtraBuckets {
             .map(|m| (m.encode_to_vec(), Vec::new()))
             .collect(),
     );
+    let auth = ctx.auth.state();
     out.insert(
         buckets::AUTH.to_vec(),
-        [(
-            b"authRevision".to_vec(),
-            crate::grpc::auth::AUTH_REVISION.to_be_bytes().to_vec(),
-        )]
+        [
+            (b"authEnabled".to_vec(), vec![u8::from(auth.enabled())]),
+            (
+                b"authRevision".to_vec(),
+                auth.revision().to_be_bytes().to_vec(),
+            ),
+        ]
         .into(),
     );
-    out.insert(buckets::AUTH_USERS.to_vec(), Default::default());
-    out.insert(buckets::AUTH_ROLES.to_vec(), Default::default());
+    out.insert(
+        buckets::AUTH_USERS.to_vec(),
+        auth.users()
+            .map(|u| (u.name.clone(), u.encode_to_vec()))
+            .collect(),
+    );
+    out.insert(
+        buckets::AUTH_ROLES.to_vec(),
+        auth.roles()
+            .map(|r| (r.name.clone(), r.encode_to_vec()))
+            .collect(),
+    );
     out.insert(
         buckets::CLUSTER.to_vec(),
         [(

@@ -13,6 +13,7 @@
 //! | [`gateway`] | the HTTP/JSON API, `/health`, `/version`, `/metrics` |
 //! | [`watch`] | the watch hub and streams |
 //! | [`lease`] | lease deadlines and expiry |
+//! | [`auth`] | users, roles, permission checks, simple and JWT tokens |
 //! | [`alarm`], [`quota`] | alarms and the space quota |
 //! | [`convert`] | protobuf <-> engine types |
 //! | [`etcd_compat`] | etcd's bolt layout for the server's buckets; importing an etcd data dir |
@@ -23,6 +24,7 @@
 
 pub mod alarm;
 pub mod apply;
+pub mod auth;
 pub mod config;
 pub mod context;
 pub mod convert;

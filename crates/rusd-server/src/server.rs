@@ -86,10 +86,17 @@ impl Server {
             lessor.granted(lease.id, lease.ttl);
         }
         let alarms = Arc::new(Alarms::load(&store)?);
+        let tokens = crate::auth::Tokens::from_flag(&config.auth_token, config.auth_token_ttl)
+            .map_err(|e| StartError::Config(format!("--auth-token {}: {e}", config.auth_token)))?;
+        let auth = Arc::new(
+            crate::auth::AuthStore::load(&store, tokens)
+                .map_err(|e| StartError::Config(format!("loading the auth store: {e}")))?,
+        );
         let applier = Arc::new(Applier {
             store: store.clone(),
             lessor: lessor.clone(),
             alarms: alarms.clone(),
+            auth: auth.clone(),
             applied_requests: Default::default(),
         });
 
@@ -199,6 +206,7 @@ impl Server {
             raft,
             lessor,
             alarms,
+            auth,
             member_id,
             cluster_id,
         });
@@ -271,7 +279,9 @@ impl Server {
             // TCP_NODELAY is set on every accepted connection (see the listener).
             let listener = crate::tls::listener::Listener::new(listener, accept, "client")
                 .map_err(|source| StartError::Listen { addr, source })?;
-            let router = crate::router::router(ctx.clone());
+            // Each connection's client certificate name is kept for `--client-cert-auth`.
+            let router = crate::router::router(ctx.clone())
+                .into_make_service_with_connect_info::<crate::auth::ClientCertName>();
             let mut stop = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {
                 let serve = axum::serve(listener, router).with_graceful_shutdown(async move {

@@ -202,9 +202,16 @@ pub struct ServeFlags {
     /// Metrics detail (`basic` or `extensive`; accepted).
     #[arg(long, env = "ETCD_METRICS", default_value = "basic")]
     pub metrics: String,
-    /// Authentication token type (`simple`; auth is not supported yet).
+    /// Authentication token type: `simple`, or
+    /// `jwt,pub-key=F,priv-key=F,sign-method=RS256[,ttl=5m]`.
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
+    /// Seconds a simple token lives after its last use.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// bcrypt cost of stored passwords (4..=31).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
     /// TLS for clients and peers.
     #[command(flatten)]
     pub tls: TlsFlags,

@@ -100,34 +100,7 @@ fn urls(list: &str) -> Vec<String> {
 
 /// Go-style durations: `10m`, `1h30m`, `100ms`, `5s`.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        bail!("empty duration");
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, tail) = rest.split_at(num_len);
-        let value: f64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let secs = match unit {
-            "ns" => value / 1e9,
-            "us" | "µs" => value / 1e6,
-            "ms" => value / 1e3,
-            "s" => value,
-            "m" => value * 60.0,
-            "h" => value * 3600.0,
-            _ => bail!("bad duration unit in {s:?}"),
-        };
-        total += Duration::from_secs_f64(secs);
-        rest = tail;
-    }
-    Ok(total)
+    rusd_server::config::parse_go_duration(s).map_err(anyhow::Error::msg)
 }
 
 fn auto_compaction(mode: &str, retention: &str) -> anyhow::Result<AutoCompaction> {
@@ -178,12 +151,6 @@ fn reject_unsupported(flags: &ServeFlags) -> anyhow::Result<()> {
     set("force-new-cluster", u.force_new_cluster == Some(true))?;
     set("listen-metrics-urls", u.listen_metrics_urls.is_some())?;
     set("enable-v2", flags.enable_v2 == Some(true))?;
-    if flags.auth_token != "simple" && !flags.auth_token.starts_with("simple") {
-        bail!(
-            "--auth-token {}: auth is not supported yet",
-            flags.auth_token
-        );
-    }
     Ok(())
 }
 
@@ -255,6 +222,9 @@ pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
         .max(Duration::from_millis(100)),
         backend_cache_bytes: flags.backend_cache_bytes,
         strict_reconfig_check: flags.strict_reconfig_check.unwrap_or(true),
+        auth_token: flags.auth_token.clone(),
+        auth_token_ttl: Duration::from_secs(flags.auth_token_ttl),
+        bcrypt_cost: flags.bcrypt_cost,
     })
 }
 

@@ -332,6 +332,21 @@ impl Side {
         }
     }
 
+    /// Reads until watcher `id`'s cancel acknowledgement arrives, for at most `limit`: the
+    /// acknowledgement's header carries the revision when the cancel was handled, so a write
+    /// sent before it arrived could raise it on one server and not the other.
+    async fn until_canceled(&mut self, id: i64, limit: Duration) {
+        let Some(rx) = self.rx.as_mut() else { return };
+        let deadline = tokio::time::Instant::now() + limit;
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            let ack = matches!(&m, Ok(r) if r.watch_id == id && r.canceled && !r.created);
+            self.got.push(m);
+            if ack {
+                return;
+            }
+        }
+    }
+
     /// Collects whatever arrived, waiting until nothing came for `quiet`.
     async fn drain(&mut self, quiet: Duration) {
         let Some(rx) = self.rx.as_mut() else { return };
@@ -694,8 +709,18 @@ impl World {
         };
         let (etcd, rusd) = (self.etcd.clone(), self.rusd.clone());
         let pair = &mut self.streams[s];
+        let known =
+            pair.watches.iter().any(|w| w.id == watch_id) || pair.zombies.contains(&watch_id);
         pair.e.send(&etcd, req.clone()).await;
         pair.r.send(&rusd, req).await;
+        if known {
+            pair.e
+                .until_canceled(watch_id, Duration::from_secs(2))
+                .await;
+            pair.r
+                .until_canceled(watch_id, Duration::from_secs(2))
+                .await;
+        }
         pair.watches.retain(|w| w.id != watch_id);
         pair.zombies.retain(|&id| id != watch_id);
     }
@@ -731,6 +756,19 @@ impl World {
             pair.r.drain(Duration::from_millis(250)).await;
         }
         for s in 0..self.streams.len() {
+            // On a loaded machine a server may still be delivering: a difference must outlast
+            // a few more quiet windows before it counts.
+            for _ in 0..4 {
+                let pair = &self.streams[s];
+                if group_watch(&pair.e.got, &pair.history)
+                    == group_watch(&pair.r.got, &pair.history)
+                {
+                    break;
+                }
+                let pair = &mut self.streams[s];
+                pair.e.drain(Duration::from_millis(500)).await;
+                pair.r.drain(Duration::from_millis(500)).await;
+            }
             let pair = &self.streams[s];
             let e = group_watch(&pair.e.got, &pair.history);
             let r = group_watch(&pair.r.got, &pair.history);

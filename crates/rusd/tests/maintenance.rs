@@ -1,6 +1,6 @@
 //! Maintenance, Cluster and Auth through a real rusd process: status, alarms and the space
 //! quota, defragment, hashes, snapshots (etcd-client and the real `etcdctl`), members,
-//! move-leader and the auth answers of an etcd with auth disabled.
+//! move-leader and the auth answers of an etcd with auth disabled (auth on: tests/auth.rs).
 
 mod common;
 
@@ -584,21 +584,25 @@ async fn auth_answers_as_an_etcd_with_auth_disabled() {
     for err in [text(c.role_get("r").await), text(c.role_delete("r").await)] {
         assert!(err.contains("etcdserver: role name not found"), "{err}");
     }
-    let err = a
-        .user_add(pb::AuthUserAddRequest {
-            name: "bob".into(),
-            password: "pw".into(),
-            ..Default::default()
-        })
+    // With auth disabled, anybody manages users and roles (tests/auth.rs covers auth on).
+    a.user_add(pb::AuthUserAddRequest {
+        name: "bob".into(),
+        password: "pw".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("user add");
+    a.role_add(pb::AuthRoleAddRequest { name: "r".into() })
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert_eq!(err.message(), "rusd: auth is not supported yet");
-    let err = a
-        .role_add(pb::AuthRoleAddRequest { name: "r".into() })
+        .expect("role add");
+    assert_eq!(c.user_list().await.unwrap().users(), ["bob"]);
+    assert_eq!(c.role_list().await.unwrap().roles(), ["r"]);
+    let s = a
+        .auth_status(pb::AuthStatusRequest {})
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.auth_revision, 3, "each change bumps the auth revision");
 }
 
 /// `etcdctl` (3.4) end to end: status, alarms, member list, defrag.

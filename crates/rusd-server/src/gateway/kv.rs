@@ -9,9 +9,9 @@ use crate::grpc::kv::KvService;
 /// Adds the KV routes.
 pub(super) fn routes(api: Api, ctx: &Arc<Ctx>) -> Api {
     let kv = KvService::new(ctx.clone());
-    let api = unary!(api, kv, "/kv/range" => do_range);
-    let api = unary!(api, kv, "/kv/put" => do_put);
-    let api = unary!(api, kv, "/kv/deleterange" => do_delete_range);
-    let api = unary!(api, kv, "/kv/txn" => do_txn);
-    unary!(api, kv, "/kv/compaction" => do_compact)
+    let api = unary!(api, kv, "/kv/range" => do_range with credentials);
+    let api = unary!(api, kv, "/kv/put" => do_put with credentials);
+    let api = unary!(api, kv, "/kv/deleterange" => do_delete_range with credentials);
+    let api = unary!(api, kv, "/kv/txn" => do_txn with credentials);
+    unary!(api, kv, "/kv/compaction" => do_compact with credentials)
 }

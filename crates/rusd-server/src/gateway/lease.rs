@@ -20,8 +20,8 @@ use crate::grpc::lease::LeaseService;
 pub(super) fn routes(api: Api, ctx: &Arc<Ctx>) -> Api {
     let lease = LeaseService::new(ctx.clone());
     let api = unary!(api, lease, "/lease/grant" => do_lease_grant);
-    let api = unary!(api, lease, "/lease/revoke" => do_lease_revoke);
-    let api = unary!(api, lease, "/kv/lease/revoke" => do_lease_revoke);
+    let api = unary!(api, lease, "/lease/revoke" => do_lease_revoke with credentials);
+    let api = unary!(api, lease, "/kv/lease/revoke" => do_lease_revoke with credentials);
     let api = unary!(api, lease, "/lease/timetolive" => do_lease_time_to_live);
     let api = unary!(api, lease, "/kv/lease/timetolive" => do_lease_time_to_live);
     let api = unary!(api, lease, "/lease/leases" => do_lease_leases);

@@ -9,6 +9,6 @@ use crate::grpc::lock::LockService;
 /// Adds the Lock routes.
 pub(super) fn routes(api: Api, ctx: &Arc<Ctx>) -> Api {
     let lock = LockService::new(ctx.clone());
-    let api = unary!(api, lock, "/lock/lock" => do_lock);
-    unary!(api, lock, "/lock/unlock" => do_unlock)
+    let api = unary!(api, lock, "/lock/lock" => do_lock with credentials);
+    unary!(api, lock, "/lock/unlock" => do_unlock with credentials)
 }

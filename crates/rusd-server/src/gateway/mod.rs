@@ -36,9 +36,17 @@ use crate::error::ServerError;
 macro_rules! unary {
     ($api:expr, $service:expr, $path:literal => $method:ident) => {{
         let service = $service.clone();
-        $api.unary($path, move |request| {
+        $api.unary($path, move |request, _cred| {
             let service = service.clone();
             async move { service.$method(request).await }
+        })
+    }};
+    // Methods that take the caller's credentials.
+    ($api:expr, $service:expr, $path:literal => $method:ident with credentials) => {{
+        let service = $service.clone();
+        $api.unary($path, move |request, cred: crate::auth::Credentials| {
+            let service = service.clone();
+            async move { service.$method(request, &cred).await }
         })
     }};
 }
@@ -134,7 +142,7 @@ impl Api {
     where
         Req: DeserializeOwned + Default + prost::Message + Send + 'static,
         Resp: Serialize + Send + 'static,
-        F: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+        F: Fn(Req, crate::auth::Credentials) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
     {
         let limit = self.limit;
@@ -142,11 +150,12 @@ impl Api {
             let call = call.clone();
             async move {
                 use axum::response::IntoResponse;
+                let cred = crate::auth::Credentials::from_http(request.headers());
                 let req = match json::request::<Req>(request.into_body(), limit).await {
                     Ok(req) => req,
                     Err(e) => return e.into_response(),
                 };
-                match call(req).await {
+                match call(req, cred).await {
                     Ok(resp) => json::response(&resp),
                     Err(e) => GatewayError::from(e).into_response(),
                 }

@@ -26,6 +26,7 @@ pub(super) fn routes(api: Api, ctx: &Arc<Ctx>) -> Api {
                 .headers()
                 .get("grpc-metadata-hasleader")
                 .is_some_and(|v| v.as_bytes() == b"true");
+            let cred = crate::auth::Credentials::from_http(request.headers());
             let reader = MessageReader::<pb::WatchRequest>::new(request.into_body(), limit);
             let (requests, fatal) = match reader.open().await {
                 Ok(opened) => opened,
@@ -34,7 +35,7 @@ pub(super) fn routes(api: Api, ctx: &Arc<Ctx>) -> Api {
             if requires_leader && ctx.leader().is_none() {
                 return GatewayError::from(ServerError::NoLeader).into_stream_response();
             }
-            respond(crate::watch::open_stream(&ctx, requests), Some(fatal)).await
+            respond(crate::watch::open_stream(&ctx, requests, cred), Some(fatal)).await
         }
     })
 }

@@ -1,28 +1,20 @@
-//! The Auth service, answering as an etcd with authentication disabled and no users or roles.
+//! The Auth service: users, roles, permissions, AuthEnable/AuthDisable and Authenticate.
 //!
-//! rusd does not store users or roles yet, so its auth store is always empty and disabled:
-//!
-//! | RPC | answer (same as etcd in that state unless noted) |
-//! |---|---|
-//! | AuthStatus | `{enabled: false, authRevision: 1}` |
-//! | AuthDisable | success (already disabled) |
-//! | AuthEnable | FailedPrecondition "etcdserver: root user does not exist" |
-//! | Authenticate | FailedPrecondition "etcdserver: authentication is not enabled" |
-//! | UserList, RoleList | empty lists |
-//! | UserGet/Delete/ChangePassword/GrantRole/RevokeRole | FailedPrecondition "etcdserver: user name not found" |
-//! | RoleGet/Delete/GrantPermission/RevokePermission | FailedPrecondition "etcdserver: role name not found" |
-//! | UserAdd, RoleAdd | **differs**: Unimplemented "rusd: auth is not supported yet" (etcd stores them) |
+//! Changes go through the log and are applied by [`crate::auth::AuthStore::apply`] (which
+//! checks the root role there, as etcd's apply does); gets and lists are served locally after a
+//! read index. Passwords are hashed with bcrypt (`--bcrypt-cost`) before they are proposed, so
+//! no plain password reaches the log (etcd 3.5 does the same; 3.4 logged them). Authenticate
+//! checks the password before proposing and retries if the auth store changed meanwhile.
 
 use std::sync::Arc;
 
 use rusd_proto::etcdserverpb as pb;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{AuthInfo, Credentials};
 use crate::context::Ctx;
 use crate::error::ServerError;
-
-/// The auth revision of a fresh etcd auth store (etcd commits revision 1 on first start).
-pub const AUTH_REVISION: u64 = 1;
+use crate::raft::{AuthenticateOp, Op, Output};
 
 /// etcd's Auth service.
 #[derive(Clone)]
@@ -36,217 +28,387 @@ impl AuthService {
         Self { ctx }
     }
 
-    /// A header at the current revision, after a read index (etcd answers these through the
-    /// log).
-    async fn header(&self) -> Result<Option<pb::ResponseHeader>, ServerError> {
-        self.ctx.read_index().await?;
-        Ok(self.ctx.header(self.ctx.store.current_revision()))
+    /// A header at the current revision.
+    fn header(&self) -> Option<pb::ResponseHeader> {
+        self.ctx.header(self.ctx.store.current_revision())
     }
 
-    fn unsupported() -> ServerError {
-        ServerError::Unsupported("auth is not supported yet".into())
+    /// Proposes a change as the caller and waits until it is applied.
+    async fn change(
+        &self,
+        op: Op,
+        cred: &Credentials,
+    ) -> Result<pb::AuthenticateResponse, ServerError> {
+        let ai = self.ctx.auth_info(cred).await?;
+        match self.ctx.propose_as(op, &ai).await? {
+            Output::Auth(out) => Ok(out),
+            other => Err(ServerError::Internal(format!(
+                "unexpected apply output {other:?}"
+            ))),
+        }
+    }
+
+    /// The caller, after a read index (gets and lists see every change applied before).
+    async fn reader(&self, cred: &Credentials) -> Result<AuthInfo, ServerError> {
+        let ai = self.ctx.auth_info(cred).await?;
+        self.ctx.read_index().await?;
+        Ok(ai)
+    }
+
+    /// bcrypt of `password` at the configured cost, off the async workers (~50 ms at cost 10).
+    async fn hash(&self, password: String) -> Result<String, ServerError> {
+        let cost = self.ctx.config.bcrypt_cost;
+        tokio::task::spawn_blocking(move || {
+            bcrypt::hash_with_result(password, cost)
+                .map(|h| h.format_for_version(bcrypt::Version::TwoA))
+                .map_err(|e| ServerError::Internal(format!("hashing the password: {e}")))
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?
     }
 }
 
 /// The Auth operations, shared by gRPC and the HTTP gateway.
 impl AuthService {
-    /// AuthEnable: no root user exists.
+    /// AuthEnable: needs a `root` user with the `root` role; a no-op when enabled.
     ///
     /// # Errors
-    /// Always `RootUserNotExist`.
+    /// `RootUserNotExist`, `RootRoleNotExist`, permission errors.
     pub async fn do_auth_enable(
         &self,
-        _r: pb::AuthEnableRequest,
+        r: pb::AuthEnableRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthEnableResponse, ServerError> {
-        Err(ServerError::RootUserNotExist)
-    }
-
-    /// AuthDisable: auth is already disabled, which etcd answers with success.
-    ///
-    /// # Errors
-    /// etcd's availability errors.
-    pub async fn do_auth_disable(
-        &self,
-        _r: pb::AuthDisableRequest,
-    ) -> Result<pb::AuthDisableResponse, ServerError> {
-        Ok(pb::AuthDisableResponse {
-            header: self.header().await?,
+        self.change(Op::AuthEnable(r), cred).await?;
+        Ok(pb::AuthEnableResponse {
+            header: self.header(),
         })
     }
 
-    /// AuthStatus: disabled, at the first auth revision.
+    /// AuthDisable: a no-op when disabled; otherwise every simple token dies.
     ///
     /// # Errors
-    /// etcd's availability errors.
+    /// Permission errors (root only).
+    pub async fn do_auth_disable(
+        &self,
+        r: pb::AuthDisableRequest,
+        cred: &Credentials,
+    ) -> Result<pb::AuthDisableResponse, ServerError> {
+        self.change(Op::AuthDisable(r), cred).await?;
+        Ok(pb::AuthDisableResponse {
+            header: self.header(),
+        })
+    }
+
+    /// AuthStatus: whether auth is enabled, and the auth revision.
+    ///
+    /// # Errors
+    /// etcd's availability errors, an invalid token.
     pub async fn do_auth_status(
         &self,
         _r: pb::AuthStatusRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthStatusResponse, ServerError> {
+        self.reader(cred).await?;
+        let state = self.ctx.auth.state();
         Ok(pb::AuthStatusResponse {
-            header: self.header().await?,
-            enabled: false,
-            auth_revision: AUTH_REVISION,
+            header: self.header(),
+            enabled: state.enabled(),
+            auth_revision: state.revision(),
         })
     }
 
-    /// Authenticate: auth is not enabled.
+    /// Authenticate: checks the password, then issues a token through the log.
     ///
     /// # Errors
-    /// Always `AuthNotEnabled`.
+    /// `AuthNotEnabled`, `AuthFailed` (unknown user or wrong password), `NoPasswordUser`.
     pub async fn do_authenticate(
         &self,
-        _r: pb::AuthenticateRequest,
+        r: pb::AuthenticateRequest,
+        _cred: &Credentials,
     ) -> Result<pb::AuthenticateResponse, ServerError> {
-        Err(ServerError::AuthNotEnabled)
+        let ctx = &self.ctx;
+        ctx.read_index().await?;
+        loop {
+            let state = ctx.auth.state();
+            if !state.enabled() {
+                return Err(ServerError::AuthNotEnabled);
+            }
+            let user = state.user(&r.name).ok_or(ServerError::AuthFailed)?;
+            if user.options.as_ref().is_some_and(|o| o.no_password) {
+                return Err(ServerError::NoPasswordUser);
+            }
+            let hash = String::from_utf8_lossy(&user.password).into_owned();
+            let password = r.password.clone();
+            let matches = tokio::task::spawn_blocking(move || {
+                bcrypt::verify(password, &hash).unwrap_or(false)
+            })
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
+            if !matches {
+                return Err(ServerError::AuthFailed);
+            }
+            let op = Op::Authenticate(AuthenticateOp {
+                name: r.name.clone(),
+                simple_token: ctx.auth.tokens.prefix(),
+            });
+            let out = match ctx.propose(op).await? {
+                Output::Auth(out) => out,
+                other => {
+                    return Err(ServerError::Internal(format!(
+                        "unexpected apply output {other:?}"
+                    )))
+                }
+            };
+            // The password was checked against the store at `state`'s revision: if it changed
+            // meanwhile (a new password, a deleted user), check again.
+            if state.revision() == ctx.auth.revision() {
+                return Ok(pb::AuthenticateResponse {
+                    header: self.header(),
+                    token: out.token,
+                });
+            }
+        }
     }
 
-    /// UserAdd: not supported yet.
+    /// UserAdd.
     ///
     /// # Errors
-    /// Always Unsupported.
+    /// `UserEmpty`, `UserAlreadyExist`, permission errors.
     pub async fn do_user_add(
         &self,
-        _r: pb::AuthUserAddRequest,
+        mut r: pb::AuthUserAddRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthUserAddResponse, ServerError> {
-        Err(Self::unsupported())
+        if r.name.is_empty() {
+            return Err(ServerError::UserEmpty);
+        }
+        let no_password = r.options.as_ref().is_some_and(|o| o.no_password);
+        r.hashed_password = if no_password {
+            String::new()
+        } else {
+            self.hash(std::mem::take(&mut r.password)).await?
+        };
+        r.password.clear();
+        self.change(Op::UserAdd(r), cred).await?;
+        Ok(pb::AuthUserAddResponse {
+            header: self.header(),
+        })
     }
 
-    /// UserGet: no user exists.
+    /// UserGet: the user's roles; root, or the user itself.
     ///
     /// # Errors
-    /// Always `UserNotFound`.
+    /// `UserNotFound`, permission errors.
     pub async fn do_user_get(
         &self,
-        _r: pb::AuthUserGetRequest,
+        r: pb::AuthUserGetRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthUserGetResponse, ServerError> {
-        Err(ServerError::UserNotFound)
+        let ai = self.reader(cred).await?;
+        let state = self.ctx.auth.state();
+        if let Err(e) = state.check_admin(&ai) {
+            if r.name != ai.username {
+                return Err(e);
+            }
+        }
+        let user = state.user(&r.name).ok_or(ServerError::UserNotFound)?;
+        Ok(pb::AuthUserGetResponse {
+            header: self.header(),
+            roles: user.roles.clone(),
+        })
     }
 
-    /// UserList: no users.
+    /// UserList: every user name; root only.
     ///
     /// # Errors
-    /// etcd's availability errors.
+    /// Permission errors.
     pub async fn do_user_list(
         &self,
         _r: pb::AuthUserListRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthUserListResponse, ServerError> {
+        let ai = self.reader(cred).await?;
+        let state = self.ctx.auth.state();
+        state.check_admin(&ai)?;
         Ok(pb::AuthUserListResponse {
-            header: self.header().await?,
-            users: Vec::new(),
+            header: self.header(),
+            users: state
+                .users()
+                .map(|u| String::from_utf8_lossy(&u.name).into_owned())
+                .collect(),
         })
     }
 
-    /// UserDelete: no user exists.
+    /// UserDelete: the user's tokens die.
     ///
     /// # Errors
-    /// Always `UserNotFound`.
+    /// `UserNotFound`, `InvalidAuthMgmt` for root while enabled, permission errors.
     pub async fn do_user_delete(
         &self,
-        _r: pb::AuthUserDeleteRequest,
+        r: pb::AuthUserDeleteRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthUserDeleteResponse, ServerError> {
-        Err(ServerError::UserNotFound)
+        self.change(Op::UserDelete(r), cred).await?;
+        Ok(pb::AuthUserDeleteResponse {
+            header: self.header(),
+        })
     }
 
-    /// UserChangePassword: no user exists.
+    /// UserChangePassword: the user's tokens die.
     ///
     /// # Errors
-    /// Always `UserNotFound`.
+    /// `UserNotFound`, permission errors.
     pub async fn do_user_change_password(
         &self,
-        _r: pb::AuthUserChangePasswordRequest,
+        mut r: pb::AuthUserChangePasswordRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthUserChangePasswordResponse, ServerError> {
-        Err(ServerError::UserNotFound)
+        if self.ctx.auth.state().user(&r.name).is_none() {
+            // Do not spend a bcrypt round on a user that does not exist; the apply checks again.
+            self.ctx.check_admin(cred).await?;
+            return Err(ServerError::UserNotFound);
+        }
+        r.hashed_password = self.hash(std::mem::take(&mut r.password)).await?;
+        self.change(Op::UserChangePassword(r), cred).await?;
+        Ok(pb::AuthUserChangePasswordResponse {
+            header: self.header(),
+        })
     }
 
-    /// UserGrantRole: no user exists.
+    /// UserGrantRole (granting a role the user has is a no-op).
     ///
     /// # Errors
-    /// Always `UserNotFound`.
+    /// `UserNotFound`, `RoleNotFound`, permission errors.
     pub async fn do_user_grant_role(
         &self,
-        _r: pb::AuthUserGrantRoleRequest,
+        r: pb::AuthUserGrantRoleRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthUserGrantRoleResponse, ServerError> {
-        Err(ServerError::UserNotFound)
+        self.change(Op::UserGrantRole(r), cred).await?;
+        Ok(pb::AuthUserGrantRoleResponse {
+            header: self.header(),
+        })
     }
 
-    /// UserRevokeRole: no user exists.
+    /// UserRevokeRole.
     ///
     /// # Errors
-    /// Always `UserNotFound`.
+    /// `UserNotFound`, `RoleNotGranted`, `InvalidAuthMgmt` (root from root while enabled),
+    /// permission errors.
     pub async fn do_user_revoke_role(
         &self,
-        _r: pb::AuthUserRevokeRoleRequest,
+        r: pb::AuthUserRevokeRoleRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthUserRevokeRoleResponse, ServerError> {
-        Err(ServerError::UserNotFound)
+        self.change(Op::UserRevokeRole(r), cred).await?;
+        Ok(pb::AuthUserRevokeRoleResponse {
+            header: self.header(),
+        })
     }
 
-    /// RoleAdd: not supported yet.
+    /// RoleAdd.
     ///
     /// # Errors
-    /// Always Unsupported.
+    /// `RoleEmpty`, `RoleAlreadyExist`, permission errors.
     pub async fn do_role_add(
         &self,
-        _r: pb::AuthRoleAddRequest,
+        r: pb::AuthRoleAddRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthRoleAddResponse, ServerError> {
-        Err(Self::unsupported())
+        self.change(Op::RoleAdd(r), cred).await?;
+        Ok(pb::AuthRoleAddResponse {
+            header: self.header(),
+        })
     }
 
-    /// RoleGet: no role exists.
+    /// RoleGet: the role's permissions; root, or a user that has the role.
     ///
     /// # Errors
-    /// Always `RoleNotFound`.
+    /// `RoleNotFound`, permission errors.
     pub async fn do_role_get(
         &self,
-        _r: pb::AuthRoleGetRequest,
+        r: pb::AuthRoleGetRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthRoleGetResponse, ServerError> {
-        Err(ServerError::RoleNotFound)
+        let ai = self.reader(cred).await?;
+        let state = self.ctx.auth.state();
+        if let Err(e) = state.check_admin(&ai) {
+            if !state.has_role(&ai.username, &r.role) {
+                return Err(e);
+            }
+        }
+        let role = state.role(&r.role).ok_or(ServerError::RoleNotFound)?;
+        Ok(pb::AuthRoleGetResponse {
+            header: self.header(),
+            perm: role.key_permission.clone(),
+        })
     }
 
-    /// RoleList: no roles.
+    /// RoleList: every role name; root only.
     ///
     /// # Errors
-    /// etcd's availability errors.
+    /// Permission errors.
     pub async fn do_role_list(
         &self,
         _r: pb::AuthRoleListRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthRoleListResponse, ServerError> {
+        let ai = self.reader(cred).await?;
+        let state = self.ctx.auth.state();
+        state.check_admin(&ai)?;
         Ok(pb::AuthRoleListResponse {
-            header: self.header().await?,
-            roles: Vec::new(),
+            header: self.header(),
+            roles: state
+                .roles()
+                .map(|r| String::from_utf8_lossy(&r.name).into_owned())
+                .collect(),
         })
     }
 
-    /// RoleDelete: no role exists.
+    /// RoleDelete: the role is also revoked from every user that has it.
     ///
     /// # Errors
-    /// Always `RoleNotFound`.
+    /// `RoleNotFound`, `InvalidAuthMgmt` for root while enabled, permission errors.
     pub async fn do_role_delete(
         &self,
-        _r: pb::AuthRoleDeleteRequest,
+        r: pb::AuthRoleDeleteRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthRoleDeleteResponse, ServerError> {
-        Err(ServerError::RoleNotFound)
+        self.change(Op::RoleDelete(r), cred).await?;
+        Ok(pb::AuthRoleDeleteResponse {
+            header: self.header(),
+        })
     }
 
-    /// RoleGrantPermission: no role exists.
+    /// RoleGrantPermission: adds a permission, or changes the type of one with the same range.
     ///
     /// # Errors
-    /// Always `RoleNotFound`.
+    /// `RoleNotFound`, permission errors.
     pub async fn do_role_grant_permission(
         &self,
-        _r: pb::AuthRoleGrantPermissionRequest,
+        r: pb::AuthRoleGrantPermissionRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthRoleGrantPermissionResponse, ServerError> {
-        Err(ServerError::RoleNotFound)
+        self.change(Op::RoleGrantPermission(r), cred).await?;
+        Ok(pb::AuthRoleGrantPermissionResponse {
+            header: self.header(),
+        })
     }
 
-    /// RoleRevokePermission: no role exists.
+    /// RoleRevokePermission: removes the permission with exactly this key and range end.
     ///
     /// # Errors
-    /// Always `RoleNotFound`.
+    /// `RoleNotFound`, `PermissionNotGranted`, permission errors.
     pub async fn do_role_revoke_permission(
         &self,
-        _r: pb::AuthRoleRevokePermissionRequest,
+        r: pb::AuthRoleRevokePermissionRequest,
+        cred: &Credentials,
     ) -> Result<pb::AuthRoleRevokePermissionResponse, ServerError> {
-        Err(ServerError::RoleNotFound)
+        self.change(Op::RoleRevokePermission(r), cred).await?;
+        Ok(pb::AuthRoleRevokePermissionResponse {
+            header: self.header(),
+        })
     }
 }
 
@@ -256,8 +418,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthEnableRequest>,
     ) -> Result<Response<pb::AuthEnableResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_auth_enable(request.into_inner()).await?,
+            self.do_auth_enable(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -265,8 +428,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthDisableRequest>,
     ) -> Result<Response<pb::AuthDisableResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_auth_disable(request.into_inner()).await?,
+            self.do_auth_disable(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -274,8 +438,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthStatusRequest>,
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_auth_status(request.into_inner()).await?,
+            self.do_auth_status(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -283,8 +448,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_authenticate(request.into_inner()).await?,
+            self.do_authenticate(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -292,22 +458,29 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserAddRequest>,
     ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
-        Ok(Response::new(self.do_user_add(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_user_add(request.into_inner(), &cred).await?,
+        ))
     }
 
     async fn user_get(
         &self,
         request: Request<pb::AuthUserGetRequest>,
     ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
-        Ok(Response::new(self.do_user_get(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_user_get(request.into_inner(), &cred).await?,
+        ))
     }
 
     async fn user_list(
         &self,
         request: Request<pb::AuthUserListRequest>,
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_user_list(request.into_inner()).await?,
+            self.do_user_list(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -315,8 +488,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserDeleteRequest>,
     ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_user_delete(request.into_inner()).await?,
+            self.do_user_delete(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -324,8 +498,10 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_user_change_password(request.into_inner()).await?,
+            self.do_user_change_password(request.into_inner(), &cred)
+                .await?,
         ))
     }
 
@@ -333,8 +509,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserGrantRoleRequest>,
     ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_user_grant_role(request.into_inner()).await?,
+            self.do_user_grant_role(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -342,8 +519,10 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_user_revoke_role(request.into_inner()).await?,
+            self.do_user_revoke_role(request.into_inner(), &cred)
+                .await?,
         ))
     }
 
@@ -351,22 +530,29 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleAddRequest>,
     ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
-        Ok(Response::new(self.do_role_add(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_role_add(request.into_inner(), &cred).await?,
+        ))
     }
 
     async fn role_get(
         &self,
         request: Request<pb::AuthRoleGetRequest>,
     ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
-        Ok(Response::new(self.do_role_get(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_role_get(request.into_inner(), &cred).await?,
+        ))
     }
 
     async fn role_list(
         &self,
         request: Request<pb::AuthRoleListRequest>,
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_role_list(request.into_inner()).await?,
+            self.do_role_list(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -374,8 +560,9 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleDeleteRequest>,
     ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_role_delete(request.into_inner()).await?,
+            self.do_role_delete(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -383,8 +570,10 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_role_grant_permission(request.into_inner()).await?,
+            self.do_role_grant_permission(request.into_inner(), &cred)
+                .await?,
         ))
     }
 
@@ -392,8 +581,10 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_role_revoke_permission(request.into_inner()).await?,
+            self.do_role_revoke_permission(request.into_inner(), &cred)
+                .await?,
         ))
     }
 }

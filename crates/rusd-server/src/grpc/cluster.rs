@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rusd_proto::etcdserverpb as pb;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Credentials;
 use crate::context::Ctx;
 use crate::error::ServerError;
 use crate::raft::route::Forwarded;
@@ -40,7 +41,9 @@ impl ClusterService {
     pub async fn do_member_add(
         &self,
         r: pb::MemberAddRequest,
+        cred: &Credentials,
     ) -> Result<pb::MemberAddResponse, ServerError> {
+        self.ctx.check_admin(cred).await?;
         let forwarded = self
             .ctx
             .router
@@ -64,7 +67,9 @@ impl ClusterService {
     pub async fn do_member_remove(
         &self,
         r: pb::MemberRemoveRequest,
+        cred: &Credentials,
     ) -> Result<pb::MemberRemoveResponse, ServerError> {
+        self.ctx.check_admin(cred).await?;
         let forwarded = self
             .ctx
             .router
@@ -87,7 +92,9 @@ impl ClusterService {
     pub async fn do_member_update(
         &self,
         r: pb::MemberUpdateRequest,
+        cred: &Credentials,
     ) -> Result<pb::MemberUpdateResponse, ServerError> {
+        self.ctx.check_admin(cred).await?;
         let forwarded = self
             .ctx
             .router
@@ -128,7 +135,9 @@ impl ClusterService {
     pub async fn do_member_promote(
         &self,
         r: pb::MemberPromoteRequest,
+        cred: &Credentials,
     ) -> Result<pb::MemberPromoteResponse, ServerError> {
+        self.ctx.check_admin(cred).await?;
         let forwarded = self
             .ctx
             .router
@@ -151,8 +160,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_member_add(request.into_inner()).await?,
+            self.do_member_add(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -160,8 +170,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_member_remove(request.into_inner()).await?,
+            self.do_member_remove(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -169,8 +180,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_member_update(request.into_inner()).await?,
+            self.do_member_update(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -187,8 +199,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_member_promote(request.into_inner()).await?,
+            self.do_member_promote(request.into_inner(), &cred).await?,
         ))
     }
 }

@@ -24,6 +24,7 @@ use super::lock::{
     created_at, delete_op, first_created, get, prefix_of, put_op, range_op, range_result, revision,
     session_key, Recipes,
 };
+use crate::auth::Credentials;
 use crate::context::Ctx;
 use crate::error::ServerError;
 
@@ -66,8 +67,9 @@ impl ElectionService {
     pub async fn do_campaign(
         &self,
         r: epb::CampaignRequest,
+        cred: &Credentials,
     ) -> Result<epb::CampaignResponse, ServerError> {
-        let recipes = &self.recipes;
+        let recipes = &self.recipes.as_caller(cred);
         let lease = recipes.session(r.lease).await?;
         let prefix = prefix_of(&r.name);
         let key = session_key(&prefix, lease);
@@ -85,7 +87,7 @@ impl ElectionService {
                 .ok_or_else(|| ServerError::Internal("campaign: candidate key not found".into()))?;
             rev = existing.create_revision;
             if existing.value != r.value {
-                if let Err(e) = self.proclaim(&key, rev, lease, &r.value).await {
+                if let Err(e) = self.proclaim(&key, rev, lease, &r.value, cred).await {
                     // etcd resigns and reports the proclaim's error.
                     let _ = recipes.txn(resign_txn(&key, rev)).await;
                     return Err(e);
@@ -115,9 +117,11 @@ impl ElectionService {
         rev: i64,
         lease: i64,
         value: &[u8],
+        cred: &Credentials,
     ) -> Result<pb::TxnResponse, ServerError> {
         let resp = self
             .recipes
+            .as_caller(cred)
             .txn(pb::TxnRequest {
                 compare: vec![created_at(key, rev)],
                 success: vec![put_op(key, value, lease)],
@@ -139,11 +143,12 @@ impl ElectionService {
     pub async fn do_proclaim(
         &self,
         r: epb::ProclaimRequest,
+        cred: &Credentials,
     ) -> Result<epb::ProclaimResponse, ServerError> {
         let leader = r.leader.ok_or(ServerError::MissingLeaderKey)?;
-        let lease = self.recipes.session(leader.lease).await?;
+        let lease = self.recipes.as_caller(cred).session(leader.lease).await?;
         let resp = self
-            .proclaim(&leader.key, leader.rev, lease, &r.value)
+            .proclaim(&leader.key, leader.rev, lease, &r.value, cred)
             .await?;
         Ok(epb::ProclaimResponse {
             header: resp.header,
@@ -157,9 +162,11 @@ impl ElectionService {
     pub async fn do_leader(
         &self,
         r: epb::LeaderRequest,
+        cred: &Credentials,
     ) -> Result<epb::LeaderResponse, ServerError> {
         let resp = self
             .recipes
+            .as_caller(cred)
             .range(first_created(&prefix_of(&r.name)))
             .await?;
         let kv = resp
@@ -179,9 +186,13 @@ impl ElectionService {
     ///
     /// # Errors
     /// None so far; the signature leaves room.
-    pub async fn do_observe(&self, r: epb::LeaderRequest) -> Result<ObserveStream, ServerError> {
+    pub async fn do_observe(
+        &self,
+        r: epb::LeaderRequest,
+        cred: &Credentials,
+    ) -> Result<ObserveStream, ServerError> {
         let (tx, rx) = mpsc::channel(1);
-        let recipes = self.recipes.clone();
+        let recipes = self.recipes.as_caller(cred);
         let prefix = prefix_of(&r.name);
         tokio::spawn(async move {
             tokio::select! {
@@ -202,11 +213,13 @@ impl ElectionService {
     pub async fn do_resign(
         &self,
         r: epb::ResignRequest,
+        cred: &Credentials,
     ) -> Result<epb::ResignResponse, ServerError> {
         let leader = r.leader.ok_or(ServerError::MissingLeaderKey)?;
-        self.recipes.session(leader.lease).await?;
+        self.recipes.as_caller(cred).session(leader.lease).await?;
         let resp = self
             .recipes
+            .as_caller(cred)
             .txn(resign_txn(&leader.key, leader.rev))
             .await?;
         Ok(epb::ResignResponse {
@@ -290,21 +303,30 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::CampaignRequest>,
     ) -> Result<Response<epb::CampaignResponse>, Status> {
-        Ok(Response::new(self.do_campaign(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_campaign(request.into_inner(), &cred).await?,
+        ))
     }
 
     async fn proclaim(
         &self,
         request: Request<epb::ProclaimRequest>,
     ) -> Result<Response<epb::ProclaimResponse>, Status> {
-        Ok(Response::new(self.do_proclaim(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_proclaim(request.into_inner(), &cred).await?,
+        ))
     }
 
     async fn leader(
         &self,
         request: Request<epb::LeaderRequest>,
     ) -> Result<Response<epb::LeaderResponse>, Status> {
-        Ok(Response::new(self.do_leader(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_leader(request.into_inner(), &cred).await?,
+        ))
     }
 
     type ObserveStream = Pin<Box<dyn Stream<Item = Result<epb::LeaderResponse, Status>> + Send>>;
@@ -313,7 +335,8 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        let stream = self.do_observe(request.into_inner()).await?;
+        let cred = Credentials::from_grpc(&request);
+        let stream = self.do_observe(request.into_inner(), &cred).await?;
         Ok(Response::new(Box::pin(
             stream.map(|r| r.map_err(Status::from)),
         )))
@@ -323,6 +346,9 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::ResignRequest>,
     ) -> Result<Response<epb::ResignResponse>, Status> {
-        Ok(Response::new(self.do_resign(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_resign(request.into_inner(), &cred).await?,
+        ))
     }
 }

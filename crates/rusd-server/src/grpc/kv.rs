@@ -6,6 +6,7 @@ use prost::Message;
 use rusd_proto::etcdserverpb as pb;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{AuthInfo, Credentials};
 use crate::context::Ctx;
 use crate::convert;
 use crate::error::ServerError;
@@ -42,13 +43,19 @@ impl KvService {
     ///
     /// # Errors
     /// etcd's range errors.
-    pub async fn do_range(&self, r: pb::RangeRequest) -> Result<pb::RangeResponse, ServerError> {
+    pub async fn do_range(
+        &self,
+        r: pb::RangeRequest,
+        cred: &Credentials,
+    ) -> Result<pb::RangeResponse, ServerError> {
         let ctx = &self.ctx;
         quota::check_corrupt(ctx)?;
         if r.key.is_empty() {
             return Err(rusd_mvcc::Error::EmptyKey.into());
         }
         let req = convert::range_from_pb(&r)?;
+        let ai = ctx.auth_info(cred).await?;
+        ctx.auth.state().check_range(&ai, &r.key, &r.range_end)?;
         if !r.serializable {
             if ctx.is_learner() {
                 return Err(ServerError::NotSupportedForLearner);
@@ -56,6 +63,7 @@ impl KvService {
             ctx.read_index().await?;
         }
         let resp = ctx.store.range(&req)?;
+        check_auth_unchanged(ctx, &ai)?;
         let revision = resp.revision;
         let mut out = convert::range_to_pb(resp);
         out.header = ctx.header(revision);
@@ -66,7 +74,11 @@ impl KvService {
     ///
     /// # Errors
     /// etcd's put errors.
-    pub async fn do_put(&self, p: pb::PutRequest) -> Result<pb::PutResponse, ServerError> {
+    pub async fn do_put(
+        &self,
+        p: pb::PutRequest,
+        cred: &Credentials,
+    ) -> Result<pb::PutResponse, ServerError> {
         let ctx = &self.ctx;
         rusd_mvcc::validate_txn(
             &rusd_mvcc::TxnRequest {
@@ -77,7 +89,8 @@ impl KvService {
         )?;
         check_size(ctx, p.encoded_len())?;
         quota::check_space(ctx, quota::put_cost(&p)).await?;
-        match ctx.propose(Op::Put(p)).await? {
+        let ai = ctx.auth_info(cred).await?;
+        match ctx.propose_as(Op::Put(p), &ai).await? {
             Output::Put(mut out) => {
                 let revision = out.header.map_or(0, |h| h.revision);
                 out.header = ctx.header(revision);
@@ -94,6 +107,7 @@ impl KvService {
     pub async fn do_delete_range(
         &self,
         d: pb::DeleteRangeRequest,
+        cred: &Credentials,
     ) -> Result<pb::DeleteRangeResponse, ServerError> {
         let ctx = &self.ctx;
         quota::check_corrupt(ctx)?;
@@ -101,7 +115,8 @@ impl KvService {
             return Err(rusd_mvcc::Error::EmptyKey.into());
         }
         check_size(ctx, d.encoded_len())?;
-        match ctx.propose(Op::DeleteRange(d)).await? {
+        let ai = ctx.auth_info(cred).await?;
+        match ctx.propose_as(Op::DeleteRange(d), &ai).await? {
             Output::DeleteRange(mut out) => {
                 let revision = out.header.map_or(0, |h| h.revision);
                 out.header = ctx.header(revision);
@@ -115,17 +130,24 @@ impl KvService {
     ///
     /// # Errors
     /// etcd's txn errors.
-    pub async fn do_txn(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, ServerError> {
+    pub async fn do_txn(
+        &self,
+        t: pb::TxnRequest,
+        cred: &Credentials,
+    ) -> Result<pb::TxnResponse, ServerError> {
         let ctx = &self.ctx;
         quota::check_corrupt(ctx)?;
         convert::check_txn(&t, ctx.config.max_txn_ops)?;
         let txn = convert::txn_from_pb(&t)?;
         rusd_mvcc::validate_txn(&txn, ctx.config.max_txn_ops)?;
+        let ai = ctx.auth_info(cred).await?;
         if convert::txn_is_read_only(&t) {
+            ctx.auth.state().check_txn(&ai, &t)?;
             if !txn_is_serializable(&t) {
                 ctx.read_index().await?;
             }
             let resp = ctx.store.txn(&txn)?;
+            check_auth_unchanged(ctx, &ai)?;
             let revision = resp.revision;
             let mut out = convert::txn_to_pb(resp, false);
             out.header = ctx.header(revision);
@@ -135,7 +157,7 @@ impl KvService {
         if convert::txn_has_put(&t) {
             quota::check_space(ctx, quota::txn_cost(&t)).await?;
         }
-        match ctx.propose(Op::Txn(t)).await? {
+        match ctx.propose_as(Op::Txn(t), &ai).await? {
             Output::Txn(mut out) => {
                 let revision = out.header.map_or(0, |h| h.revision);
                 out.header = ctx.header(revision);
@@ -152,8 +174,11 @@ impl KvService {
     pub async fn do_compact(
         &self,
         c: pb::CompactionRequest,
+        cred: &Credentials,
     ) -> Result<pb::CompactionResponse, ServerError> {
         let ctx = &self.ctx;
+        // etcd 3.4 checks no permission for Compact, but an invalid token still fails.
+        ctx.auth_info(cred).await?;
         let physical = c.physical;
         let revision = c.revision;
         match ctx.propose(Op::Compaction(c)).await? {
@@ -171,6 +196,15 @@ impl KvService {
             other => Err(unexpected(&other)),
         }
     }
+}
+
+/// After a read: the auth store must not have changed since the caller's credentials were
+/// checked (etcd's `doSerialize`), or the client refreshes its token and retries.
+fn check_auth_unchanged(ctx: &Ctx, ai: &AuthInfo) -> Result<(), ServerError> {
+    if ai.revision != 0 && ai.revision != ctx.auth.revision() {
+        return Err(ServerError::AuthOldRevision);
+    }
+    Ok(())
 }
 
 /// etcd serves a read-only txn serializably when every range in it asks for that.
@@ -192,7 +226,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        Ok(Response::new(self.do_range(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_range(request.into_inner(), &cred).await?,
+        ))
     }
 
     type RangeStreamStream = futures::stream::Empty<Result<pb::RangeStreamResponse, Status>>;
@@ -208,15 +245,19 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        Ok(Response::new(self.do_put(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_put(request.into_inner(), &cred).await?,
+        ))
     }
 
     async fn delete_range(
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_delete_range(request.into_inner()).await?,
+            self.do_delete_range(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -224,13 +265,19 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        Ok(Response::new(self.do_txn(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_txn(request.into_inner(), &cred).await?,
+        ))
     }
 
     async fn compact(
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        Ok(Response::new(self.do_compact(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_compact(request.into_inner(), &cred).await?,
+        ))
     }
 }

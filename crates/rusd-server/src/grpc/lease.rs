@@ -14,6 +14,7 @@ use rusd_proto::etcdserverpb as pb;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Credentials;
 use crate::context::Ctx;
 use crate::error::ServerError;
 use crate::lease::MAX_LEASE_TTL;
@@ -76,10 +77,12 @@ impl LeaseService {
     pub async fn do_lease_revoke(
         &self,
         r: pb::LeaseRevokeRequest,
+        cred: &Credentials,
     ) -> Result<pb::LeaseRevokeResponse, ServerError> {
         let ctx = &self.ctx;
         quota::check_corrupt(ctx)?;
-        match ctx.propose(Op::LeaseRevoke(r)).await? {
+        let ai = ctx.auth_info(cred).await?;
+        match ctx.propose_as(Op::LeaseRevoke(r), &ai).await? {
             Output::LeaseRevoke(mut out) => {
                 let revision = out.header.map_or(0, |h| h.revision);
                 out.header = ctx.header(revision);
@@ -245,8 +248,9 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_lease_revoke(request.into_inner()).await?,
+            self.do_lease_revoke(request.into_inner(), &cred).await?,
         ))
     }
 

@@ -20,6 +20,7 @@ use rusd_proto::mvccpb;
 use rusd_proto::v3lockpb;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Credentials;
 use crate::context::Ctx;
 use crate::error::ServerError;
 use crate::grpc::kv::KvService;
@@ -157,6 +158,9 @@ pub struct Recipes {
     ctx: Arc<Ctx>,
     kv: KvService,
     lease: LeaseService,
+    /// The caller's credentials: the KV steps run as the caller, as etcd's in-process client
+    /// passes the caller's context on.
+    cred: Credentials,
 }
 
 impl Recipes {
@@ -166,6 +170,15 @@ impl Recipes {
             kv: KvService::new(ctx.clone()),
             lease: LeaseService::new(ctx.clone()),
             ctx,
+            cred: Credentials::none(),
+        }
+    }
+
+    /// The recipes run as the caller with `cred`.
+    pub(crate) fn as_caller(&self, cred: &Credentials) -> Self {
+        Self {
+            cred: cred.clone(),
+            ..self.clone()
         }
     }
 
@@ -187,7 +200,7 @@ impl Recipes {
 
     /// A txn.
     pub(crate) async fn txn(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, ServerError> {
-        self.kv.do_txn(t).await.map_err(via_client)
+        self.kv.do_txn(t, &self.cred).await.map_err(via_client)
     }
 
     /// A linearizable range.
@@ -195,7 +208,7 @@ impl Recipes {
         &self,
         r: pb::RangeRequest,
     ) -> Result<pb::RangeResponse, ServerError> {
-        self.kv.do_range(r).await.map_err(via_client)
+        self.kv.do_range(r, &self.cred).await.map_err(via_client)
     }
 
     /// Deletes `key`.
@@ -204,10 +217,13 @@ impl Recipes {
         key: Vec<u8>,
     ) -> Result<pb::DeleteRangeResponse, ServerError> {
         self.kv
-            .do_delete_range(pb::DeleteRangeRequest {
-                key,
-                ..Default::default()
-            })
+            .do_delete_range(
+                pb::DeleteRangeRequest {
+                    key,
+                    ..Default::default()
+                },
+                &self.cred,
+            )
             .await
             .map_err(via_client)
     }
@@ -229,7 +245,11 @@ impl Recipes {
                 },
             )),
         };
-        crate::watch::open_stream(&self.ctx, futures::stream::iter([create]))
+        crate::watch::open_stream(
+            &self.ctx,
+            futures::stream::iter([create]),
+            self.cred.clone(),
+        )
     }
 
     /// Waits until `key` is deleted at or after `rev` (etcd's `waitDelete`).
@@ -294,6 +314,7 @@ impl Recipes {
     pub(crate) fn on_drop(&self, t: pb::TxnRequest) -> Cleanup {
         Cleanup {
             kv: self.kv.clone(),
+            cred: self.cred.clone(),
             txn: Some(t),
         }
     }
@@ -302,6 +323,7 @@ impl Recipes {
 /// See [`Recipes::on_drop`].
 pub(crate) struct Cleanup {
     kv: KvService,
+    cred: Credentials,
     txn: Option<pb::TxnRequest>,
 }
 
@@ -320,9 +342,9 @@ impl Drop for Cleanup {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let kv = self.kv.clone();
+        let (kv, cred) = (self.kv.clone(), self.cred.clone());
         runtime.spawn(async move {
-            if let Err(e) = kv.do_txn(txn).await {
+            if let Err(e) = kv.do_txn(txn, &cred).await {
                 tracing::debug!(error = %e, "lock/election clean-up failed");
             }
         });
@@ -354,8 +376,9 @@ impl LockService {
     pub async fn do_lock(
         &self,
         r: v3lockpb::LockRequest,
+        cred: &Credentials,
     ) -> Result<v3lockpb::LockResponse, ServerError> {
-        let recipes = &self.recipes;
+        let recipes = &self.recipes.as_caller(cred);
         let lease = recipes.session(r.lease).await?;
         let prefix = prefix_of(&r.name);
         let key = session_key(&prefix, lease);
@@ -399,8 +422,9 @@ impl LockService {
     pub async fn do_unlock(
         &self,
         r: v3lockpb::UnlockRequest,
+        cred: &Credentials,
     ) -> Result<v3lockpb::UnlockResponse, ServerError> {
-        let resp = self.recipes.delete(r.key).await?;
+        let resp = self.recipes.as_caller(cred).delete(r.key).await?;
         Ok(v3lockpb::UnlockResponse {
             header: resp.header,
         })
@@ -413,14 +437,20 @@ impl v3lockpb::lock_server::Lock for LockService {
         &self,
         request: Request<v3lockpb::LockRequest>,
     ) -> Result<Response<v3lockpb::LockResponse>, Status> {
-        Ok(Response::new(self.do_lock(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_lock(request.into_inner(), &cred).await?,
+        ))
     }
 
     async fn unlock(
         &self,
         request: Request<v3lockpb::UnlockRequest>,
     ) -> Result<Response<v3lockpb::UnlockResponse>, Status> {
-        Ok(Response::new(self.do_unlock(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_unlock(request.into_inner(), &cred).await?,
+        ))
     }
 }
 

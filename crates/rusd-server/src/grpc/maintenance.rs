@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Credentials;
 use crate::context::Ctx;
 use crate::error::ServerError;
 use crate::raft::{Op, Output};
@@ -157,7 +158,9 @@ impl MaintenanceService {
     pub async fn do_defragment(
         &self,
         _r: pb::DefragmentRequest,
+        cred: &Credentials,
     ) -> Result<pb::DefragmentResponse, ServerError> {
+        self.ctx.check_admin(cred).await?;
         let store = self.ctx.store.clone();
         tracing::info!("starting defragment");
         let before = store.size();
@@ -178,7 +181,12 @@ impl MaintenanceService {
     ///
     /// # Errors
     /// A backend error.
-    pub async fn do_hash(&self, _r: pb::HashRequest) -> Result<pb::HashResponse, ServerError> {
+    pub async fn do_hash(
+        &self,
+        _r: pb::HashRequest,
+        cred: &Credentials,
+    ) -> Result<pb::HashResponse, ServerError> {
+        self.ctx.check_admin(cred).await?;
         let store = self.ctx.store.clone();
         let (revision, hash) = blocking(move || {
             let revision = store.current_revision();
@@ -198,7 +206,9 @@ impl MaintenanceService {
     pub async fn do_hash_kv(
         &self,
         r: pb::HashKvRequest,
+        cred: &Credentials,
     ) -> Result<pb::HashKvResponse, ServerError> {
+        self.ctx.check_admin(cred).await?;
         let store = self.ctx.store.clone();
         let (current, h) = blocking(move || {
             let h = store.hash_kv(r.revision)?;
@@ -227,7 +237,9 @@ impl MaintenanceService {
     pub async fn do_snapshot(
         &self,
         _r: pb::SnapshotRequest,
+        cred: &Credentials,
     ) -> Result<SnapshotStream, ServerError> {
+        self.ctx.check_admin(cred).await?;
         let ctx = self.ctx.clone();
         let (tx, rx) = mpsc::channel(SNAPSHOT_QUEUE);
         let header = ctx.header(ctx.store.current_revision());
@@ -379,8 +391,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        let cred = Credentials::from_grpc(&request);
         Ok(Response::new(
-            self.do_defragment(request.into_inner()).await?,
+            self.do_defragment(request.into_inner(), &cred).await?,
         ))
     }
 
@@ -388,14 +401,20 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        Ok(Response::new(self.do_hash(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_hash(request.into_inner(), &cred).await?,
+        ))
     }
 
     async fn hash_kv(
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Ok(Response::new(self.do_hash_kv(request.into_inner()).await?))
+        let cred = Credentials::from_grpc(&request);
+        Ok(Response::new(
+            self.do_hash_kv(request.into_inner(), &cred).await?,
+        ))
     }
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
@@ -404,7 +423,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let stream = self.do_snapshot(request.into_inner()).await?;
+        let cred = Credentials::from_grpc(&request);
+        let stream = self.do_snapshot(request.into_inner(), &cred).await?;
         Ok(Response::new(Box::pin(
             stream.map(|r| r.map_err(Status::from)),
         )))

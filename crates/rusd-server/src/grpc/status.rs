@@ -90,6 +90,31 @@ pub fn code_and_message(e: &ServerError) -> (Code, String) {
         S::RootUserNotExist => etcd(Code::FailedPrecondition, "root user does not exist"),
         S::UserNotFound => etcd(Code::FailedPrecondition, "user name not found"),
         S::RoleNotFound => etcd(Code::FailedPrecondition, "role name not found"),
+        S::AuthFailed => etcd(
+            Code::InvalidArgument,
+            "authentication failed, invalid user ID or password",
+        ),
+        S::NoPasswordUser => (
+            Code::Unknown,
+            "auth: authentication failed, password was given for no password user".into(),
+        ),
+        S::RootRoleNotExist => etcd(
+            Code::FailedPrecondition,
+            "root user does not have root role",
+        ),
+        S::UserAlreadyExist => etcd(Code::FailedPrecondition, "user name already exists"),
+        S::UserEmpty => etcd(Code::InvalidArgument, "user name is empty"),
+        S::RoleAlreadyExist => etcd(Code::FailedPrecondition, "role name already exists"),
+        S::RoleEmpty => etcd(Code::InvalidArgument, "role name is empty"),
+        S::PermissionDenied => etcd(Code::PermissionDenied, "permission denied"),
+        S::RoleNotGranted => etcd(Code::FailedPrecondition, "role is not granted to the user"),
+        S::PermissionNotGranted => etcd(
+            Code::FailedPrecondition,
+            "permission is not granted to the role",
+        ),
+        S::InvalidAuthToken => etcd(Code::Unauthenticated, "invalid auth token"),
+        S::InvalidAuthMgmt => etcd(Code::InvalidArgument, "invalid auth management"),
+        S::AuthOldRevision => etcd(Code::InvalidArgument, "revision of auth store is old"),
         S::ElectionNoLeader => (Code::Unknown, "election: no leader".into()),
         S::ElectionNotLeader => (Code::Unknown, "election: not leader".into()),
         S::MissingLeaderKey => (Code::Unknown, "\"leader\" field must be provided".into()),
@@ -268,6 +293,66 @@ mod tests {
                 ServerError::UserNotFound,
                 Code::FailedPrecondition,
                 "etcdserver: user name not found",
+            ),
+            (
+                ServerError::AuthFailed,
+                Code::InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+            (
+                ServerError::RootRoleNotExist,
+                Code::FailedPrecondition,
+                "etcdserver: root user does not have root role",
+            ),
+            (
+                ServerError::UserAlreadyExist,
+                Code::FailedPrecondition,
+                "etcdserver: user name already exists",
+            ),
+            (
+                ServerError::UserEmpty,
+                Code::InvalidArgument,
+                "etcdserver: user name is empty",
+            ),
+            (
+                ServerError::RoleAlreadyExist,
+                Code::FailedPrecondition,
+                "etcdserver: role name already exists",
+            ),
+            (
+                ServerError::RoleEmpty,
+                Code::InvalidArgument,
+                "etcdserver: role name is empty",
+            ),
+            (
+                ServerError::PermissionDenied,
+                Code::PermissionDenied,
+                "etcdserver: permission denied",
+            ),
+            (
+                ServerError::RoleNotGranted,
+                Code::FailedPrecondition,
+                "etcdserver: role is not granted to the user",
+            ),
+            (
+                ServerError::PermissionNotGranted,
+                Code::FailedPrecondition,
+                "etcdserver: permission is not granted to the role",
+            ),
+            (
+                ServerError::InvalidAuthToken,
+                Code::Unauthenticated,
+                "etcdserver: invalid auth token",
+            ),
+            (
+                ServerError::InvalidAuthMgmt,
+                Code::InvalidArgument,
+                "etcdserver: invalid auth management",
+            ),
+            (
+                ServerError::AuthOldRevision,
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old",
             ),
             (
                 ServerError::RoleNotFound,

@@ -64,6 +64,7 @@ impl pb::watch_server::Watch for WatchService {
         if require_leader && self.ctx.leader().is_none() {
             return Err(ServerError::NoLeader.into());
         }
+        let cred = crate::auth::Credentials::from_grpc(&request);
         // A broken request stream ends the requests, not the responses (as in etcd, the
         // responses end when the client goes away and tonic drops them).
         let requests = request
@@ -71,7 +72,7 @@ impl pb::watch_server::Watch for WatchService {
             .take_while(|r| std::future::ready(r.is_ok()))
             .filter_map(|r| std::future::ready(r.ok()));
         let responses =
-            crate::watch::open_stream(&self.ctx, requests).map(|r| r.map_err(Status::from));
+            crate::watch::open_stream(&self.ctx, requests, cred).map(|r| r.map_err(Status::from));
         if require_leader {
             let ended =
                 responses

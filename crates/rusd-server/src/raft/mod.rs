@@ -24,7 +24,7 @@ pub mod route;
 pub mod state_machine;
 pub mod wal;
 
-pub use request::{Op, Output, RaftRequest, RaftResponse};
+pub use request::{AuthenticateOp, Op, Output, RaftRequest, RaftResponse};
 
 /// The snapshot payload. The engine's database is the state machine's snapshot, so the leader's
 /// snapshot is the live engine: sending it streams the engine's state as of the send, which is

@@ -18,7 +18,7 @@ use rusd_proto::peerpb::RaftMessage;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::route::{Forwarded, Router};
-use super::{Op, Output, Raft, RaftRequest, RaftResponse};
+use super::{Output, Raft, RaftRequest, RaftResponse};
 use crate::error::ServerError;
 use crate::membership::MemberNode;
 
@@ -34,7 +34,7 @@ type Reply = oneshot::Sender<Result<Output, ServerError>>;
 /// The handle through which requests are proposed.
 #[derive(Clone)]
 pub struct Proposer {
-    queue: mpsc::UnboundedSender<(Op, Reply)>,
+    queue: mpsc::UnboundedSender<(RaftRequest, Reply)>,
     shared: Arc<Shared>,
 }
 
@@ -59,14 +59,14 @@ impl Proposer {
         Self { queue, shared }
     }
 
-    /// Proposes `op` and waits until it is applied.
+    /// Proposes `request` (one operation) and waits until it is applied.
     ///
     /// # Errors
     /// What applying returned, or etcd's availability errors.
-    pub async fn propose(&self, op: Op) -> Result<Output, ServerError> {
+    pub async fn propose(&self, request: RaftRequest) -> Result<Output, ServerError> {
         let (tx, rx) = oneshot::channel();
         self.queue
-            .send((op, tx))
+            .send((request, tx))
             .map_err(|_| ServerError::Stopped)?;
         rx.await.map_err(|_| ServerError::Stopped)?
     }
@@ -135,7 +135,7 @@ fn decode_forwarded(bytes: &[u8]) -> Result<RaftResponse, ServerError> {
     wire.map_err(|(code, message)| ServerError::Remote { code, message })
 }
 
-async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>) {
+async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(RaftRequest, Reply)>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -162,12 +162,12 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Op, Reply)>) 
 }
 
 /// Proposes one batch and answers its requests.
-async fn submit(shared: &Shared, mut batch: Vec<(Op, Reply)>) {
+async fn submit(shared: &Shared, mut batch: Vec<(RaftRequest, Reply)>) {
     if batch.len() == 1 {
-        let Some((op, reply)) = batch.pop() else {
+        let Some((request, reply)) = batch.pop() else {
             return;
         };
-        let result = match shared.write(RaftRequest::new(op)).await {
+        let result = match shared.write(request).await {
             Ok(RaftResponse::One(result)) => result,
             Ok(RaftResponse::Batch(_)) => Err(mismatch()),
             Err(e) => Err(e),
@@ -175,8 +175,8 @@ async fn submit(shared: &Shared, mut batch: Vec<(Op, Reply)>) {
         let _ = reply.send(result);
         return;
     }
-    let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
-    match shared.write(RaftRequest::batch(ops)).await {
+    let (requests, replies): (Vec<RaftRequest>, Vec<Reply>) = batch.into_iter().unzip();
+    match shared.write(RaftRequest::batch_of(requests)).await {
         Ok(RaftResponse::Batch(results)) if results.len() == replies.len() => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);

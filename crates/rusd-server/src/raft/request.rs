@@ -14,12 +14,48 @@ use crate::error::ServerError;
 #[derive(Clone, PartialEq, Message)]
 pub struct RaftRequest {
     /// The operation.
-    #[prost(oneof = "Op", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(
+        oneof = "Op",
+        tags = "1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21"
+    )]
     pub op: Option<Op>,
     /// Instead of `op`: client requests proposed together as one entry (see
     /// [`crate::raft::proposer`]), applied in order, each as if it were its own entry.
     #[prost(message, repeated, tag = "8")]
     pub batch: Vec<RaftRequest>,
+    /// Who asked (etcd's `RequestHeader`: user name and the auth revision its credentials
+    /// were checked at); applying checks the user's permissions. Absent for the server's own
+    /// requests (lease expiry, alarms, auto-compaction), which are not checked.
+    #[prost(message, optional, tag = "9")]
+    pub header: Option<RequestHeader>,
+}
+
+/// Who proposed a client request (etcd's `RequestHeader` of `raft_internal.proto`, same
+/// fields).
+#[derive(Clone, PartialEq, Message)]
+pub struct RequestHeader {
+    /// Request id (unused: rusd matches results to proposals without it).
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The user; empty without credentials.
+    #[prost(string, tag = "2")]
+    pub username: String,
+    /// The auth revision the credentials were checked at; 0 without credentials.
+    #[prost(uint64, tag = "3")]
+    pub auth_revision: u64,
+}
+
+/// Authenticate as it goes through the log: the password was checked before proposing, so the
+/// entry carries only the user and the random part of the simple token (etcd's
+/// `InternalAuthenticateRequest` without the password).
+#[derive(Clone, PartialEq, Message)]
+pub struct AuthenticateOp {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The simple token's random part (empty for JWT).
+    #[prost(string, tag = "2")]
+    pub simple_token: String,
 }
 
 /// The operations the log carries.
@@ -46,6 +82,42 @@ pub enum Op {
     /// Alarm activate/deactivate.
     #[prost(message, tag = "7")]
     Alarm(pb::AlarmRequest),
+    /// AuthEnable.
+    #[prost(message, tag = "10")]
+    AuthEnable(pb::AuthEnableRequest),
+    /// AuthDisable.
+    #[prost(message, tag = "11")]
+    AuthDisable(pb::AuthDisableRequest),
+    /// Authenticate, password already checked.
+    #[prost(message, tag = "12")]
+    Authenticate(AuthenticateOp),
+    /// UserAdd, with `hashed_password` set and `password` cleared.
+    #[prost(message, tag = "13")]
+    UserAdd(pb::AuthUserAddRequest),
+    /// UserDelete.
+    #[prost(message, tag = "14")]
+    UserDelete(pb::AuthUserDeleteRequest),
+    /// UserChangePassword, with `hashed_password` set and `password` cleared.
+    #[prost(message, tag = "15")]
+    UserChangePassword(pb::AuthUserChangePasswordRequest),
+    /// UserGrantRole.
+    #[prost(message, tag = "16")]
+    UserGrantRole(pb::AuthUserGrantRoleRequest),
+    /// UserRevokeRole.
+    #[prost(message, tag = "17")]
+    UserRevokeRole(pb::AuthUserRevokeRoleRequest),
+    /// RoleAdd.
+    #[prost(message, tag = "18")]
+    RoleAdd(pb::AuthRoleAddRequest),
+    /// RoleDelete.
+    #[prost(message, tag = "19")]
+    RoleDelete(pb::AuthRoleDeleteRequest),
+    /// RoleGrantPermission.
+    #[prost(message, tag = "20")]
+    RoleGrantPermission(pb::AuthRoleGrantPermissionRequest),
+    /// RoleRevokePermission.
+    #[prost(message, tag = "21")]
+    RoleRevokePermission(pb::AuthRoleRevokePermissionRequest),
 }
 
 impl RaftRequest {
@@ -54,14 +126,34 @@ impl RaftRequest {
         Self {
             op: Some(op),
             batch: Vec::new(),
+            header: None,
+        }
+    }
+
+    /// Wraps a client's operation, with who asked.
+    pub fn from_client(op: Op, ai: &crate::auth::AuthInfo) -> Self {
+        Self {
+            op: Some(op),
+            batch: Vec::new(),
+            header: Some(RequestHeader {
+                id: 0,
+                username: ai.username.clone(),
+                auth_revision: ai.revision,
+            }),
         }
     }
 
     /// Several operations in one entry.
     pub fn batch(ops: impl IntoIterator<Item = Op>) -> Self {
+        Self::batch_of(ops.into_iter().map(Self::new))
+    }
+
+    /// Several requests (each with its own header) in one entry.
+    pub fn batch_of(requests: impl IntoIterator<Item = RaftRequest>) -> Self {
         Self {
             op: None,
-            batch: ops.into_iter().map(Self::new).collect(),
+            batch: requests.into_iter().collect(),
+            header: None,
         }
     }
 }
@@ -76,6 +168,18 @@ impl std::fmt::Display for RaftRequest {
             Some(Op::LeaseGrant(_)) => "lease_grant",
             Some(Op::LeaseRevoke(_)) => "lease_revoke",
             Some(Op::Alarm(_)) => "alarm",
+            Some(Op::AuthEnable(_)) => "auth_enable",
+            Some(Op::AuthDisable(_)) => "auth_disable",
+            Some(Op::Authenticate(_)) => "authenticate",
+            Some(Op::UserAdd(_)) => "user_add",
+            Some(Op::UserDelete(_)) => "user_delete",
+            Some(Op::UserChangePassword(_)) => "user_change_password",
+            Some(Op::UserGrantRole(_)) => "user_grant_role",
+            Some(Op::UserRevokeRole(_)) => "user_revoke_role",
+            Some(Op::RoleAdd(_)) => "role_add",
+            Some(Op::RoleDelete(_)) => "role_delete",
+            Some(Op::RoleGrantPermission(_)) => "role_grant_permission",
+            Some(Op::RoleRevokePermission(_)) => "role_revoke_permission",
             None if !self.batch.is_empty() => return write!(f, "batch of {}", self.batch.len()),
             None => "empty",
         };
@@ -100,7 +204,7 @@ impl<'de> Deserialize<'de> for RaftRequest {
 #[derive(Clone, PartialEq, Message)]
 pub struct ApplyOutput {
     /// What the operation returned.
-    #[prost(oneof = "Output", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "Output", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub output: Option<Output>,
 }
 
@@ -132,6 +236,9 @@ pub enum Output {
     /// membership entry: nobody waits for it.
     #[prost(bool, tag = "8")]
     Nothing(bool),
+    /// An auth operation: the token for Authenticate, empty for the others.
+    #[prost(message, tag = "9")]
+    Auth(pb::AuthenticateResponse),
 }
 
 /// What a proposer gets back: the output, or the error applying it produced; for a batch, one

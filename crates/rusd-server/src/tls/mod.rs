@@ -12,6 +12,7 @@
 //!
 //! Certificates, keys and CRLs are read once at start (etcd re-reads them per handshake).
 
+pub mod client_verify;
 pub mod dial;
 pub mod listener;
 
@@ -119,6 +120,8 @@ struct Material {
     key: PrivateKeyDer<'static>,
     /// The trusted CA; `None` with auto TLS (then nothing is verified) or when not given.
     roots: Option<Arc<RootCertStore>>,
+    /// The trusted CA certificates themselves (see [`client_verify`]).
+    anchors: Vec<CertificateDer<'static>>,
     crls: Vec<CertificateRevocationListDer<'static>>,
     require_client_cert: bool,
     self_signed: bool,
@@ -251,11 +254,13 @@ fn load(s: &TlsSettings, side: Side, data_dir: &Path) -> Result<Option<Material>
              certificate files to verify the other end"
         );
     }
+    let mut anchors = Vec::new();
     let roots = match &s.trusted_ca_file {
         Some(path) if !self_signed => {
             let flag = side.flag("trusted-ca-file");
             let mut store = RootCertStore::empty();
             for cert in read_certs(path, &flag)? {
+                anchors.push(cert.clone());
                 store.add(cert).map_err(|e| TlsError::File {
                     flag: flag.clone(),
                     path: path.clone(),
@@ -290,6 +295,7 @@ fn load(s: &TlsSettings, side: Side, data_dir: &Path) -> Result<Option<Material>
         certs,
         key,
         roots,
+        anchors,
         crls,
         require_client_cert,
         self_signed,
@@ -435,15 +441,20 @@ fn server_config(
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let verifier = match (&m.roots, m.require_client_cert) {
         (Some(roots), true) => {
-            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                .with_crls(m.crls.iter().cloned())
-                // etcd checks the presented chain's serials against the one CRL it is given.
-                .only_check_end_entity_revocation()
-                .allow_unknown_revocation_status()
-                .build()
-                .map_err(|e| {
-                    TlsError::Config(format!("{} / CRL: {e}", side.flag("trusted-ca-file")))
-                })?
+            let webpki =
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                    .with_crls(m.crls.iter().cloned())
+                    // etcd checks the presented chain's serials against the one CRL it is given.
+                    .only_check_end_entity_revocation()
+                    .allow_unknown_revocation_status()
+                    .build()
+                    .map_err(|e| {
+                        TlsError::Config(format!("{} / CRL: {e}", side.flag("trusted-ca-file")))
+                    })?;
+            Arc::new(client_verify::GoClientVerifier::new(
+                webpki,
+                m.anchors.clone(),
+            ))
         }
         _ => WebPkiClientVerifier::no_client_auth(),
     };
@@ -614,6 +625,7 @@ mod tests {
             certs,
             key: read_key(&dir.path().join("key.pem"), "key").expect("key"),
             roots: None,
+            anchors: Vec::new(),
             crls: Vec::new(),
             require_client_cert: false,
             self_signed: true,

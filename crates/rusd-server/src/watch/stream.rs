@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::fragment::fragments;
 use super::hub::{Live, WatchHub};
 use super::watcher::{Counted, Spec, Watcher, WatcherSet, DUPLICATE_ID};
+use crate::auth::Credentials;
 use crate::context::Ctx;
 use crate::error::ServerError;
 
@@ -38,6 +39,13 @@ const PUBLISH_WAIT: Duration = Duration::from_millis(500);
 /// Builds a response header at a revision.
 pub(crate) type HeaderFn = Arc<dyn Fn(i64) -> Option<pb::ResponseHeader> + Send + Sync>;
 
+/// Whether the stream's caller may watch `[key, range_end)`.
+pub(crate) type PermitFn = Arc<
+    dyn Fn(Vec<u8>, Vec<u8>) -> futures::future::BoxFuture<'static, Result<(), ServerError>>
+        + Send
+        + Sync,
+>;
+
 /// What a stream needs from the server.
 #[derive(Clone)]
 pub(crate) struct Env {
@@ -48,12 +56,23 @@ pub(crate) struct Env {
     /// Responses of `fragment` watchers are split at this size.
     pub fragment_limit: usize,
     pub watchers: IntGauge,
+    /// The permission check of each create (read on the watched range).
+    pub permit: PermitFn,
 }
 
 impl Env {
-    fn from_ctx(ctx: &Arc<Ctx>) -> Self {
+    fn from_ctx(ctx: &Arc<Ctx>, cred: Credentials) -> Self {
         let header_ctx = ctx.clone();
+        let auth_ctx = ctx.clone();
+        let permit: PermitFn = Arc::new(move |key, range_end| {
+            let (ctx, cred) = (auth_ctx.clone(), cred.clone());
+            Box::pin(async move {
+                let ai = ctx.auth_info(&cred).await?;
+                ctx.auth.state().check_range(&ai, &key, &range_end)
+            })
+        });
         Self {
+            permit,
             store: ctx.store.clone(),
             hub: ctx.watch.clone(),
             header: Arc::new(move |revision| header_ctx.header(revision)),
@@ -86,11 +105,11 @@ impl Stream for WatchResponses {
 ///
 /// Transport-neutral: the gRPC service and the HTTP gateway both use it. Must be called
 /// within a Tokio runtime (it spawns the stream's task).
-pub fn open_stream<S>(ctx: &Arc<Ctx>, requests: S) -> WatchResponses
+pub fn open_stream<S>(ctx: &Arc<Ctx>, requests: S, cred: Credentials) -> WatchResponses
 where
     S: Stream<Item = pb::WatchRequest> + Send + 'static,
 {
-    spawn(Env::from_ctx(ctx), requests)
+    spawn(Env::from_ctx(ctx, cred), requests)
 }
 
 /// [`open_stream`] over an explicit environment.
@@ -205,6 +224,15 @@ impl Session {
             Ok(spec) => spec,
             Err(reason) => return self.send(refused(self.header(current), reason)).await,
         };
+        if let Err(e) = (self.env.permit)(c.key.clone(), c.range_end.clone()).await {
+            let reason = match e {
+                ServerError::InvalidAuthToken
+                | ServerError::AuthOldRevision
+                | ServerError::UserEmpty => crate::grpc::status::code_and_message(&e).1,
+                _ => crate::grpc::status::code_and_message(&ServerError::PermissionDenied).1,
+            };
+            return self.send(refused(self.header(current), &reason)).await;
+        }
         let Some(id) = self.watchers.allocate(c.watch_id) else {
             return self.send(refused(self.header(current), DUPLICATE_ID)).await;
         };
@@ -507,6 +535,7 @@ mod tests {
                 progress_interval: Duration::from_secs(3600),
                 fragment_limit: 1 << 20,
                 watchers: gauge.clone(),
+                permit: Arc::new(|_, _| Box::pin(async { Ok(()) })),
             };
             let (requests, rx) = mpsc::channel(16);
             let responses = spawn(env, ReceiverStream::new(rx));

@@ -1,0 +1,79 @@
+//! What a request carries to say who sent it: a token (gRPC metadata `token`, or
+//! `authorization` as the HTTP gateway sends it) and, on a TLS connection with a client
+//! certificate, the certificate's common name.
+
+use axum::extract::ConnectInfo;
+use axum::serve::IncomingStream;
+
+use crate::tls::listener::Listener;
+
+/// A request's credentials, resolved by [`crate::context::Ctx::auth_info`].
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// The token from Authenticate.
+    pub token: Option<String>,
+    /// The client certificate's subject common name.
+    pub cert_common_name: Option<String>,
+}
+
+impl Credentials {
+    /// None: the server's own requests, or a request without any.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// From a gRPC request's metadata and connection.
+    pub fn from_grpc<T>(request: &tonic::Request<T>) -> Self {
+        let md = request.metadata();
+        let token = md
+            .get("token")
+            .or_else(|| md.get("authorization"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let cert_common_name = request
+            .extensions()
+            .get::<ConnectInfo<ClientCertName>>()
+            .and_then(|c| c.0 .0.clone());
+        Self {
+            token,
+            cert_common_name,
+        }
+    }
+
+    /// From an HTTP gateway request's headers. etcd's gateway never takes the user from a
+    /// client certificate.
+    pub fn from_http(headers: &http::HeaderMap) -> Self {
+        let token = headers
+            .get("authorization")
+            .or_else(|| headers.get("token"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Self {
+            token,
+            cert_common_name: None,
+        }
+    }
+}
+
+/// The common name of the certificate a client connection presented, found once per
+/// connection (axum connect info).
+#[derive(Clone, Debug, Default)]
+pub struct ClientCertName(pub Option<String>);
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, Listener>> for ClientCertName {
+    fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
+        let name = stream
+            .io()
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| common_name(leaf.as_ref()));
+        Self(name)
+    }
+}
+
+/// The subject common name of a DER certificate.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
