@@ -375,6 +375,30 @@ async fn auth_script_matches_etcd() {
         )));
     }
     for who in [u, root] {
+        for name in ["", "v"] {
+            both!(p, ("user add", who), |s, t| s.auth().user_add(req(
+                pb::AuthUserAddRequest {
+                    name: name.into(),
+                    password: "pw".into(),
+                    ..Default::default()
+                },
+                t
+            )));
+        }
+        for name in ["nopass", "missing"] {
+            both!(p, ("change password", who), |s, t| s
+                .auth()
+                .user_change_password(req(
+                    pb::AuthUserChangePasswordRequest {
+                        name: name.into(),
+                        password: "pw2".into(),
+                        ..Default::default()
+                    },
+                    t
+                )));
+        }
+    }
+    for who in [u, root] {
         both!(p, ("delete root", who), |s, t| s.auth().user_delete(req(
             pb::AuthUserDeleteRequest {
                 name: "root".into()

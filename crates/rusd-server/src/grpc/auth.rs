@@ -180,6 +180,8 @@ impl AuthService {
         mut r: pb::AuthUserAddRequest,
         cred: &Credentials,
     ) -> Result<pb::AuthUserAddResponse, ServerError> {
+        // Refuse a non-root caller before spending a bcrypt round (the apply checks again).
+        self.ctx.check_admin(cred).await?;
         if r.name.is_empty() {
             return Err(ServerError::UserEmpty);
         }
@@ -264,9 +266,10 @@ impl AuthService {
         mut r: pb::AuthUserChangePasswordRequest,
         cred: &Credentials,
     ) -> Result<pb::AuthUserChangePasswordResponse, ServerError> {
+        // Refuse a non-root caller, or a user that does not exist, before spending a bcrypt
+        // round (the apply checks both again).
+        self.ctx.check_admin(cred).await?;
         if self.ctx.auth.state().user(&r.name).is_none() {
-            // Do not spend a bcrypt round on a user that does not exist; the apply checks again.
-            self.ctx.check_admin(cred).await?;
             return Err(ServerError::UserNotFound);
         }
         r.hashed_password = self.hash(std::mem::take(&mut r.password)).await?;
