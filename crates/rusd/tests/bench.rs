@@ -375,3 +375,45 @@ fn failed_requests_are_counted_by_code_and_fail_the_run() {
     assert!(j["latency_us"].is_null());
     assert!(String::from_utf8_lossy(&out.stderr).contains("every request failed"));
 }
+
+/// `--user`: the token goes with every request; without it an auth-enabled server refuses all.
+#[tokio::test]
+async fn user_authenticates_once_for_every_connection() {
+    let r = Rusd::start(&[]);
+    let mut c = r.client().await;
+    c.user_add("root", "pw", None).await.expect("user");
+    c.user_grant_role("root", "root").await.expect("role");
+    c.auth_enable().await.expect("enable");
+    let j = bench(
+        &r,
+        &[
+            "--user",
+            "root:pw",
+            "--conns",
+            "2",
+            "--clients",
+            "4",
+            "--total",
+            "200",
+            "put",
+        ],
+    );
+    check_clean(&j, 200);
+    // Without --user every request fails (bench exits non-zero, still printing its result).
+    let out = run(&r, &["--total", "20", "range", "k"]);
+    assert!(!out.status.success());
+    let j: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(j["ok"], 0, "{j}");
+    assert!(
+        j["error_samples"]
+            .to_string()
+            .contains("user name is empty"),
+        "{j}"
+    );
+    let out = run(&r, &["--user", "root:nope", "--total", "1", "put"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("authentication failed"),
+        "{out:?}"
+    );
+}

@@ -14,6 +14,7 @@
 //!
 //! Headline: creates, updates, deletes and lists together.
 
+use super::client::Ch;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +32,6 @@ use rusd_proto::etcdserverpb::{
 use rusd_proto::mvccpb::event::EventType;
 use rusd_proto::mvccpb::KeyValue;
 use tokio::sync::{oneshot, watch as signal};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::client::Conns;
@@ -107,7 +107,7 @@ impl Resource {
     /// revision and the number of pages.
     async fn list(
         &self,
-        kv: &mut KvClient<Channel>,
+        kv: &mut KvClient<Ch>,
         mut each: impl FnMut(&KeyValue),
     ) -> Result<(i64, u64), Status> {
         let mut key = self.start.clone();
@@ -142,7 +142,7 @@ impl Resource {
 }
 
 struct KubeWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Ch>,
     resource: Arc<Resource>,
     /// This client's objects: (index, mod_revision; 0 when absent).
     mine: Vec<(u64, i64)>,
@@ -277,7 +277,7 @@ impl Handler for KubeWatch {
 /// last seen, storing the current revision; when that succeeds, compact the revision stored
 /// the previous time.
 async fn compactor(
-    mut kv: KvClient<Channel>,
+    mut kv: KvClient<Ch>,
     interval: Duration,
     done: Arc<AtomicBool>,
 ) -> (Recorder, u64) {
@@ -353,7 +353,7 @@ pub async fn run(g: &Global, a: KubeArgs) -> anyhow::Result<Report> {
     if a.list_limit < 0 {
         bail!("--list-limit must not be negative");
     }
-    let conns = Conns::connect(&g.endpoints, g.conns).await?;
+    let conns = Conns::connect(g).await?;
     let prefix = a.prefix.as_bytes();
     let resource = Arc::new(Resource {
         keys: KeySpace::new(&a.prefix, 0, a.objects),

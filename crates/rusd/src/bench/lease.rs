@@ -2,6 +2,7 @@
 //! request is one keepalive round trip on it (send, wait for the answer). Leases are revoked
 //! at the end.
 
+use super::client::Ch;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -12,7 +13,6 @@ use rusd_proto::etcdserverpb::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
 use super::client::Conns;
@@ -58,7 +58,7 @@ impl Worker for KeepAliveWorker {
 }
 
 /// Grants a lease and opens its keepalive stream (one round trip done).
-async fn open(mut lease: LeaseClient<Channel>, ttl: i64) -> anyhow::Result<KeepAliveWorker> {
+async fn open(mut lease: LeaseClient<Ch>, ttl: i64) -> anyhow::Result<KeepAliveWorker> {
     let id = lease
         .lease_grant(LeaseGrantRequest { ttl, id: 0 })
         .await
@@ -84,7 +84,7 @@ async fn open(mut lease: LeaseClient<Channel>, ttl: i64) -> anyhow::Result<KeepA
 
 /// Runs the workload.
 pub async fn run(g: &Global, a: LeaseArgs) -> anyhow::Result<Report> {
-    let conns = Conns::connect(&g.endpoints, g.conns).await?;
+    let conns = Conns::connect(g).await?;
     let mut workers = Vec::with_capacity(g.clients);
     for i in 0..g.clients {
         workers.push(open(conns.lease(i), a.ttl).await?);

@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Stop after this long (e.g. `10s`, `1m`) even if --total is not reached.
     #[arg(long, global = true, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// `name:password`: authenticate once and send the token with every request (as
+    /// etcdctl's and etcd's benchmark tool's `--user`).
+    #[arg(long, global = true)]
+    pub user: Option<String>,
     /// Print one JSON object with the results on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -141,6 +145,8 @@ pub struct Global {
     pub duration: Option<Duration>,
     /// Whether to draw a progress bar (stderr is a terminal).
     pub progress: bool,
+    /// `--user`: name and password.
+    pub user: Option<(String, String)>,
 }
 
 impl Global {
@@ -175,6 +181,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         rate: args.rate,
         duration: args.duration,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        user: match &args.user {
+            None => None,
+            Some(u) => match u.split_once(':') {
+                Some((name, password)) => Some((name.to_owned(), password.to_owned())),
+                None => bail!("--user {u}: expected name:password"),
+            },
+        },
     };
     if global.endpoints.is_empty() {
         bail!("no --endpoints");

@@ -1,6 +1,7 @@
 //! `put`: puts of a fixed value to keys of a key space, random or sequential, with optional
 //! periodic compaction (as etcd's `benchmark put --compact-interval`).
 
+use super::client::Ch;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +9,6 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use rusd_proto::etcdserverpb::kv_client::KvClient;
 use rusd_proto::etcdserverpb::{CompactionRequest, PutRequest};
-use tonic::transport::Channel;
 
 use super::client::Conns;
 use super::driver::{self, Worker};
@@ -47,7 +47,7 @@ const PUT: usize = 0;
 const COMPACT: usize = 1;
 
 struct PutWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Ch>,
     keys: Arc<KeySpace>,
     value: Arc<[u8]>,
     rng: Rng,
@@ -80,7 +80,7 @@ impl Worker for PutWorker {
 
 /// Runs the workload.
 pub async fn run(g: &Global, a: PutArgs) -> anyhow::Result<Report> {
-    let conns = Conns::connect(&g.endpoints, g.conns).await?;
+    let conns = Conns::connect(g).await?;
     let keys = Arc::new(KeySpace::new(&a.prefix, a.key_size, a.key_space_size));
     let value: Arc<[u8]> = random_value(a.val_size, &mut Rng::new(0)).into();
     let revision = Arc::new(AtomicI64::new(0));
@@ -117,7 +117,7 @@ pub async fn run(g: &Global, a: PutArgs) -> anyhow::Result<Report> {
 
 /// Every `interval`, compacts to the highest revision seen minus `delta`.
 async fn compact_loop(
-    mut kv: KvClient<Channel>,
+    mut kv: KvClient<Ch>,
     interval: Duration,
     delta: i64,
     revision: Arc<AtomicI64>,

@@ -1,11 +1,11 @@
 //! `range <key> [range_end]`: the same range request over and over.
 
+use super::client::Ch;
 use std::time::Instant;
 
 use clap::Args;
 use rusd_proto::etcdserverpb::kv_client::KvClient;
 use rusd_proto::etcdserverpb::RangeRequest;
-use tonic::transport::Channel;
 
 use super::client::Conns;
 use super::driver::{self, Worker};
@@ -36,7 +36,7 @@ pub struct RangeArgs {
 const OPS: &[&str] = &["range"];
 
 struct RangeWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Ch>,
     req: RangeRequest,
 }
 
@@ -50,7 +50,7 @@ impl Worker for RangeWorker {
 
 /// Runs the workload.
 pub async fn run(g: &Global, a: RangeArgs) -> anyhow::Result<Report> {
-    let conns = Conns::connect(&g.endpoints, g.conns).await?;
+    let conns = Conns::connect(g).await?;
     let req = RangeRequest {
         key: a.key.into_bytes(),
         range_end: a.range_end.map(String::into_bytes).unwrap_or_default(),

@@ -2,6 +2,7 @@
 //! key space (request n puts key n % key-space-size), `--rw-ratio` reads per write; reads and
 //! writes are reported separately under `ops`.
 
+use super::client::Ch;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,7 +11,6 @@ use clap::Args;
 use rusd_proto::etcdserverpb::kv_client::KvClient;
 use rusd_proto::etcdserverpb::request_op::Request;
 use rusd_proto::etcdserverpb::{PutRequest, RangeRequest, RequestOp, TxnRequest};
-use tonic::transport::Channel;
 
 use super::client::Conns;
 use super::driver::{self, Worker};
@@ -56,7 +56,7 @@ const READ: usize = 0;
 const WRITE: usize = 1;
 
 struct MixedWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Ch>,
     read: Arc<RangeRequest>,
     keys: Arc<KeySpace>,
     value: Arc<[u8]>,
@@ -93,7 +93,7 @@ pub async fn run(g: &Global, a: TxnMixedArgs) -> anyhow::Result<Report> {
     if !(a.rw_ratio >= 0.0 && a.rw_ratio.is_finite()) {
         bail!("--rw-ratio must be a non-negative number");
     }
-    let conns = Conns::connect(&g.endpoints, g.conns).await?;
+    let conns = Conns::connect(g).await?;
     let read = Arc::new(RangeRequest {
         key: a.key.into_bytes(),
         range_end: a

@@ -1,5 +1,6 @@
 //! `txn-put`: txns of `--txn-ops` puts to distinct random keys of a key space.
 
+use super::client::Ch;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,7 +9,6 @@ use clap::Args;
 use rusd_proto::etcdserverpb::kv_client::KvClient;
 use rusd_proto::etcdserverpb::request_op::Request;
 use rusd_proto::etcdserverpb::{PutRequest, RequestOp, TxnRequest};
-use tonic::transport::Channel;
 
 use super::client::Conns;
 use super::driver::{self, Worker};
@@ -39,7 +39,7 @@ pub struct TxnPutArgs {
 const OPS: &[&str] = &["txn"];
 
 struct TxnPutWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Ch>,
     keys: Arc<KeySpace>,
     value: Arc<[u8]>,
     ops: u64,
@@ -74,7 +74,7 @@ pub async fn run(g: &Global, a: TxnPutArgs) -> anyhow::Result<Report> {
     if a.txn_ops == 0 || a.txn_ops > a.key_space_size.max(1) {
         bail!("--txn-ops must be between 1 and --key-space-size");
     }
-    let conns = Conns::connect(&g.endpoints, g.conns).await?;
+    let conns = Conns::connect(g).await?;
     let keys = Arc::new(KeySpace::new(&a.prefix, a.key_size, a.key_space_size));
     let value: Arc<[u8]> = random_value(a.val_size, &mut Rng::new(0)).into();
     let workers = (0..g.clients)

@@ -8,6 +8,7 @@
 //! events per second from the first put to the last event. `ops.put` and `ops.watch_create`
 //! (each creation confirmed before the next on its stream) are reported too.
 
+use super::client::Ch;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +18,6 @@ use clap::Args;
 use rusd_proto::etcdserverpb::kv_client::KvClient;
 use rusd_proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchResponse};
 use tokio::sync::{oneshot, watch as signal};
-use tonic::transport::Channel;
 use tonic::Code;
 
 use super::client::Conns;
@@ -67,7 +67,7 @@ const CREATE: usize = 2;
 const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
 struct PutWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Ch>,
     keys: Arc<KeySpace>,
     value: Arc<[u8]>,
     clock: Clock,
@@ -122,7 +122,7 @@ pub async fn run(g: &Global, a: WatchArgs) -> anyhow::Result<Report> {
     if a.streams == 0 || a.watch_per_stream == 0 {
         bail!("--streams and --watch-per-stream must be at least 1");
     }
-    let conns = Conns::connect(&g.endpoints, g.conns).await?;
+    let conns = Conns::connect(g).await?;
     let keys = Arc::new(KeySpace::new(&a.prefix, a.key_size, a.key_space_size));
     let (start_key, end_key) = keys.range();
     let clock = Clock::new();

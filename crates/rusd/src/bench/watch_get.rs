@@ -3,6 +3,7 @@
 //! run serializable gets of the key. Headline: the gets. `events_received` should equal
 //! `--events` × `--watchers`; a shortfall is a `MissingEvent` error under `ops.watch`.
 
+use super::client::Ch;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,6 @@ use clap::Args;
 use rusd_proto::etcdserverpb::kv_client::KvClient;
 use rusd_proto::etcdserverpb::{PutRequest, RangeRequest, WatchCreateRequest, WatchResponse};
 use tokio::sync::{oneshot, watch as signal};
-use tonic::transport::Channel;
 use tonic::Code;
 
 use super::client::Conns;
@@ -49,7 +49,7 @@ const WATCH: usize = 2;
 const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
 struct GetWorker {
-    kv: KvClient<Channel>,
+    kv: KvClient<Ch>,
     req: RangeRequest,
 }
 
@@ -86,7 +86,7 @@ pub async fn run(g: &Global, a: WatchGetArgs) -> anyhow::Result<Report> {
     if a.streams == 0 || a.watchers < a.streams || a.events == 0 {
         bail!("--watchers must be at least --streams, both and --events at least 1");
     }
-    let conns = Conns::connect(&g.endpoints, g.conns).await?;
+    let conns = Conns::connect(g).await?;
     let key = a.key.into_bytes();
     let mut kv = conns.kv(0);
     let mut first_rev = 0;

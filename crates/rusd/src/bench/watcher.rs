@@ -2,6 +2,7 @@
 //! next is sent, creation latency recorded), then every other response goes to a [`Handler`]
 //! until it is satisfied or the run stops it.
 
+use super::client::Ch;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -10,7 +11,6 @@ use rusd_proto::etcdserverpb::watch_request::RequestUnion;
 use rusd_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use super::report::Recorder;
@@ -50,7 +50,7 @@ fn create(req: WatchCreateRequest) -> WatchRequest {
 /// fails (recorded as a `create_op` error before `ready`, as `error_op` after).
 #[allow(clippy::too_many_arguments)]
 pub async fn run<H: Handler>(
-    mut client: WatchClient<Channel>,
+    mut client: WatchClient<Ch>,
     creates: Vec<WatchCreateRequest>,
     mut rec: Recorder,
     create_op: usize,
