@@ -31,6 +31,10 @@ pub struct ServerConfig {
     /// Client listeners serving TLS (`https://` in `--listen-client-urls`). An address in both
     /// `listen_client` and here serves both on one port.
     pub listen_client_tls: Vec<SocketAddr>,
+    /// Listeners serving only `/metrics` and `/health` (`--listen-metrics-urls`, `http://`).
+    pub listen_metrics: Vec<SocketAddr>,
+    /// The `https://` ones (served with the client TLS files).
+    pub listen_metrics_tls: Vec<SocketAddr>,
     /// Client TLS (`--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`,
     /// `--auto-tls`, `--client-crl-file`).
     pub client_tls: TlsSettings,
@@ -90,6 +94,8 @@ impl Default for ServerConfig {
             listen_client: vec![SocketAddr::from(([127, 0, 0, 1], 2379))],
             advertise_client_urls: vec!["http://localhost:2379".into()],
             listen_client_tls: Vec::new(),
+            listen_metrics: Vec::new(),
+            listen_metrics_tls: Vec::new(),
             client_tls: TlsSettings::default(),
             listen_peer: vec![SocketAddr::from(([127, 0, 0, 1], 2380))],
             listen_peer_tls: Vec::new(),

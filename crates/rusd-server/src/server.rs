@@ -297,6 +297,35 @@ impl Server {
                 tracing::info!(address = %bound, "serving client traffic insecurely; this is strongly discouraged!");
             }
         }
+        if !config.listen_metrics_tls.is_empty() && tls.client.is_none() {
+            return Err(StartError::Config(
+                "https:// in --listen-metrics-urls needs --cert-file and --key-file (or --auto-tls)"
+                    .into(),
+            ));
+        }
+        for (addr, accept) in crate::tls::listener::addresses(
+            &config.listen_metrics,
+            &config.listen_metrics_tls,
+            tls.client.as_ref(),
+        ) {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            let served = accept.describe();
+            let listener = crate::tls::listener::Listener::new(listener, accept, "metrics")
+                .map_err(|source| StartError::Listen { addr, source })?;
+            let router = crate::gateway::metrics_routes(ctx.clone());
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            }));
+            tracing::info!(address = %addr, served, "serving /metrics and /health");
+        }
         tracing::info!(
             cluster_version = crate::VERSION_CLUSTER,
             "enabled capabilities for version {}",

@@ -202,6 +202,10 @@ pub struct ServeFlags {
     /// Metrics detail (`basic` or `extensive`; accepted).
     #[arg(long, env = "ETCD_METRICS", default_value = "basic")]
     pub metrics: String,
+    /// Extra listeners serving only `/metrics` and `/health` (`http://` or `https://` with the
+    /// client TLS files), as kubeadm's etcd manifests use for probes and scraping.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
     /// Authentication token type: `simple`, or
     /// `jwt,pub-key=F,priv-key=F,sign-method=RS256[,ttl=5m]`.
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
@@ -272,9 +276,6 @@ pub struct UnsupportedFlags {
     /// Start a new cluster from this member's data (not supported yet).
     #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", num_args = 0..=1, default_missing_value = "true")]
     pub force_new_cluster: Option<bool>,
-    /// Separate metrics listener (not supported yet; /metrics is on the client port).
-    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
-    pub listen_metrics_urls: Option<String>,
 }
 
 /// Go's flag package accepts `-name value` as well as `--name value`: turn single-dash long

@@ -149,7 +149,6 @@ fn reject_unsupported(flags: &ServeFlags) -> anyhow::Result<()> {
         Ok(())
     };
     set("force-new-cluster", u.force_new_cluster == Some(true))?;
-    set("listen-metrics-urls", u.listen_metrics_urls.is_some())?;
     set("enable-v2", flags.enable_v2 == Some(true))?;
     Ok(())
 }
@@ -180,6 +179,7 @@ pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
     };
     let client = listen_addrs(&flags.listen_client_urls, "listen-client-urls")?;
     let peer = listen_addrs(&flags.listen_peer_urls, "listen-peer-urls")?;
+    let metrics = listen_addrs(&flags.listen_metrics_urls, "listen-metrics-urls")?;
     let (client_tls, peer_tls) = tls_settings(flags, &client, &peer);
     Ok(ServerConfig {
         name: flags.name.clone(),
@@ -191,6 +191,8 @@ pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
         ),
         listen_client: client.plain,
         listen_client_tls: client.tls,
+        listen_metrics: metrics.plain,
+        listen_metrics_tls: metrics.tls,
         client_tls,
         advertise_client_urls: urls(&flags.advertise_client_urls),
         listen_peer: peer.plain,

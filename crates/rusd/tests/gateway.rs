@@ -619,3 +619,28 @@ fn v3beta_alias_and_cors() {
         Some("POST, GET, OPTIONS, PUT, DELETE")
     );
 }
+
+/// `--listen-metrics-urls`: a listener with `/metrics` and `/health` only (kubeadm's probes).
+#[test]
+fn metrics_listener_serves_metrics_and_health_only() {
+    let port = common::cluster::free_port();
+    let flag = format!("--listen-metrics-urls=http://127.0.0.1:{port}");
+    let r = Rusd::start(&[flag.as_str()]);
+    let endpoint = format!("127.0.0.1:{port}");
+    let health = request(&endpoint, "GET", "/health", b"");
+    assert_eq!(health.status, 200);
+    assert!(
+        String::from_utf8_lossy(&health.body).contains(r#""health":"true""#),
+        "{:?}",
+        String::from_utf8_lossy(&health.body)
+    );
+    let metrics = request(&endpoint, "GET", "/metrics", b"");
+    assert_eq!(metrics.status, 200);
+    assert!(String::from_utf8_lossy(&metrics.body).contains("etcd_server_has_leader 1"));
+    assert_eq!(
+        request(&endpoint, "POST", "/v3/kv/range", br#"{"key":"YQ=="}"#).status,
+        404
+    );
+    // The client port still serves everything.
+    assert_eq!(get(&r, "/health").status, 200);
+}

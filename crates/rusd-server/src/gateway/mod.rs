@@ -101,6 +101,19 @@ pub fn routes(ctx: Arc<Ctx>) -> Router {
         .layer(axum::middleware::from_fn(plain::cors))
 }
 
+/// Routes of a `--listen-metrics-urls` listener: `/metrics` and `/health` only.
+pub fn metrics_routes(ctx: Arc<Ctx>) -> Router {
+    let health_ctx = ctx.clone();
+    Router::new()
+        .route(
+            "/health",
+            any(move |request: Request| health::handle(health_ctx.clone(), request)),
+        )
+        .route("/metrics", any(move || metrics::handle(ctx.clone())))
+        .route("/", any(plain::not_found))
+        .route("/{*path}", any(plain::not_found))
+}
+
 /// Builds the API's routes: each path under every prefix in [`PREFIXES`].
 pub(crate) struct Api {
     router: Router,
