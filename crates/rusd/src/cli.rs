@@ -268,6 +268,15 @@ pub struct TlsFlags {
     /// Peer TLS: certificate revocation list for peers' certificates.
     #[arg(long, env = "ETCD_PEER_CRL_FILE")]
     pub peer_crl_file: Option<String>,
+    /// Peer TLS: accept only peer certificates with this subject common name.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// Peer TLS: accept only peer certificates valid for this host name or IP.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME")]
+    pub peer_cert_allowed_hostname: Option<String>,
+    /// Client TLS: accept only client certificates valid for this host name or IP.
+    #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME")]
+    pub client_cert_allowed_hostname: Option<String>,
 }
 
 /// Flags rusd does not support yet; giving one fails at start with a clear message.

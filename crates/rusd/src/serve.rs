@@ -77,6 +77,8 @@ fn tls_settings(flags: &ServeFlags, client: &Listen, peer: &Listen) -> (TlsSetti
         auto_tls: t.auto_tls == Some(true),
         crl_file: path(&t.client_crl_file),
         auto_tls_hosts: client.hosts.clone(),
+        allowed_cn: None,
+        allowed_hostname: nonempty(&t.client_cert_allowed_hostname),
     };
     let peer_tls = TlsSettings {
         cert_file: path(&t.peer_cert_file),
@@ -86,8 +88,14 @@ fn tls_settings(flags: &ServeFlags, client: &Listen, peer: &Listen) -> (TlsSetti
         auto_tls: t.peer_auto_tls == Some(true),
         crl_file: path(&t.peer_crl_file),
         auto_tls_hosts: peer.hosts.clone(),
+        allowed_cn: nonempty(&t.peer_cert_allowed_cn),
+        allowed_hostname: nonempty(&t.peer_cert_allowed_hostname),
     };
     (client_tls, peer_tls)
+}
+
+fn nonempty(s: &Option<String>) -> Option<String> {
+    s.as_ref().filter(|s| !s.is_empty()).cloned()
 }
 
 fn urls(list: &str) -> Vec<String> {
@@ -179,7 +187,11 @@ pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
     };
     let client = listen_addrs(&flags.listen_client_urls, "listen-client-urls")?;
     let peer = listen_addrs(&flags.listen_peer_urls, "listen-peer-urls")?;
-    let metrics = listen_addrs(&flags.listen_metrics_urls, "listen-metrics-urls")?;
+    let metrics = if flags.listen_metrics_urls.trim().is_empty() {
+        Listen::default()
+    } else {
+        listen_addrs(&flags.listen_metrics_urls, "listen-metrics-urls")?
+    };
     let (client_tls, peer_tls) = tls_settings(flags, &client, &peer);
     Ok(ServerConfig {
         name: flags.name.clone(),

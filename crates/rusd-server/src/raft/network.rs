@@ -226,6 +226,8 @@ pub struct PeerConnection {
     target: u64,
     client: Result<PeerClient<Channel>, String>,
     peers: Arc<Peers>,
+    /// When a refusal of this member's certificate was last logged.
+    tls_refusal_logged: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -236,6 +238,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client: self.peers.client(target, node).map_err(|e| e.to_string()),
             peers: self.peers.clone(),
+            tls_refusal_logged: parking_lot::Mutex::new(None),
         }
     }
 }
@@ -273,6 +276,29 @@ impl PeerConnection {
             .map_err(|e| RPCError::Unreachable(unreachable(e)))
     }
 
+    /// Logs, at most every 10 s, that the peer refused this member's certificate, in the words
+    /// etcd (Go's TLS stack) uses: "remote error: tls: bad certificate".
+    fn log_tls_refusal(&self, status: &tonic::Status) {
+        let mut text = status.to_string();
+        let mut source = std::error::Error::source(status);
+        while let Some(e) = source {
+            text.push_str(&format!(": {e}"));
+            source = e.source();
+        }
+        if !text.contains("BadCertificate") {
+            return;
+        }
+        let mut last = self.tls_refusal_logged.lock();
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(
+            member = format!("{:x}", self.target).as_str(),
+            "peer refused this member's certificate: remote error: tls: bad certificate"
+        );
+    }
+
     /// Sends one bincode message and decodes the peer's `Result`.
     async fn call<Req, Resp>(
         &self,
@@ -297,6 +323,9 @@ impl PeerConnection {
             .await
             .map_err(|_| RPCError::Unreachable(unreachable("timed out")))?;
         self.peers.record(self.target, answer.is_ok());
+        if let Err(status) = &answer {
+            self.log_tls_refusal(status);
+        }
         let answer = answer.map_err(|s| transport(&s))?;
         let result: Result<Resp, RaftError<u64>> = bincode::deserialize(&answer.into_inner().data)
             .map_err(|e| RPCError::Network(network(e)))?;

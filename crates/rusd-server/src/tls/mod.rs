@@ -80,6 +80,11 @@ pub struct TlsSettings {
     pub crl_file: Option<PathBuf>,
     /// Host names and IPs of the listen URLs, named in an auto-TLS certificate.
     pub auto_tls_hosts: Vec<String>,
+    /// Accept only client certificates with this common name (`--peer-cert-allowed-cn`).
+    pub allowed_cn: Option<String>,
+    /// Accept only client certificates valid for this host name or IP
+    /// (`--peer-cert-allowed-hostname`, `--client-cert-allowed-hostname`).
+    pub allowed_hostname: Option<String>,
 }
 
 /// Which side a [`TlsSettings`] belongs to: names its flags and its auto-TLS directory.
@@ -122,6 +127,8 @@ struct Material {
     roots: Option<Arc<RootCertStore>>,
     /// The trusted CA certificates themselves (see [`client_verify`]).
     anchors: Vec<CertificateDer<'static>>,
+    /// What a verified client certificate must also name.
+    allowed: Option<client_verify::Allowed>,
     crls: Vec<CertificateRevocationListDer<'static>>,
     require_client_cert: bool,
     self_signed: bool,
@@ -291,11 +298,24 @@ fn load(s: &TlsSettings, side: Side, data_dir: &Path) -> Result<Option<Material>
         }
         None => Vec::new(),
     };
+    let allowed = match (&s.allowed_cn, &s.allowed_hostname) {
+        (Some(cn), Some(host)) => {
+            return Err(TlsError::Config(format!(
+                "{} and {} are mutually exclusive (cn={cn:?}, hostname={host:?})",
+                side.flag("cert-allowed-cn"),
+                side.flag("cert-allowed-hostname")
+            )))
+        }
+        (Some(cn), None) => Some(client_verify::Allowed::CommonName(cn.clone())),
+        (None, Some(host)) => Some(client_verify::Allowed::Hostname(host.clone())),
+        (None, None) => None,
+    };
     Ok(Some(Material {
         certs,
         key,
         roots,
         anchors,
+        allowed,
         crls,
         require_client_cert,
         self_signed,
@@ -454,6 +474,7 @@ fn server_config(
             Arc::new(client_verify::GoClientVerifier::new(
                 webpki,
                 m.anchors.clone(),
+                m.allowed.clone(),
             ))
         }
         _ => WebPkiClientVerifier::no_client_auth(),
@@ -626,6 +647,7 @@ mod tests {
             key: read_key(&dir.path().join("key.pem"), "key").expect("key"),
             roots: None,
             anchors: Vec::new(),
+            allowed: None,
             crls: Vec::new(),
             require_client_cert: false,
             self_signed: true,
