@@ -21,8 +21,12 @@ use crate::raft::{LogId, Op, Output, RaftRequest, RaftResponse};
 pub mod keys {
     /// bincode `LogId` of the last applied entry.
     pub const APPLIED_LOG_ID: &[u8] = b"raft/applied_log_id";
-    /// LE u32: how many operations of the batch entry at the applied index are applied.
+    /// How far the batch entry being applied got: LE u64 entry index, LE u32 operations
+    /// applied, LE u32 operations in the entry (older releases wrote the LE u32 count alone).
     pub const APPLIED_OPS: &[u8] = b"raft/applied_ops";
+    /// bincode `Option<LogId>` of the last entry applied whole before the batch entry being
+    /// applied: what to report as applied while that batch is only partly applied.
+    pub const APPLIED_BEFORE_BATCH: &[u8] = b"raft/applied_before_batch";
     /// bincode `StoredMembership` as of the last applied membership entry.
     pub const MEMBERSHIP: &[u8] = b"raft/membership";
 }
@@ -37,6 +41,9 @@ pub struct Applier {
     pub alarms: Arc<Alarms>,
     /// Users and roles (changed by auth operations, asked about every client write).
     pub auth: Arc<AuthStore>,
+    /// The bincode `Option<LogId>` applied before the batch entry being applied (see
+    /// [`Applier::applied_log_id`]).
+    pub before_batch: parking_lot::Mutex<Option<Vec<u8>>>,
     /// Requests applied since start (a batch entry counts each of its requests): every member
     /// snapshots after `--snapshot-count` of them (see `server::snapshot_by_count`).
     pub applied_requests: std::sync::atomic::AtomicU64,
@@ -102,13 +109,22 @@ impl Applier {
         let done = if applied > 0 && log_id.index < applied {
             batch.len()
         } else if applied > 0 && log_id.index == applied {
-            match self.applied_ops() {
+            match self.applied_ops(log_id.index) {
                 Ok(n) => n,
                 Err(e) => return RaftResponse::One(Err(e)),
             }
         } else {
             0
         };
+        // Until the whole batch is applied, the state machine reports the entry before it as
+        // applied (see `applied_log_id`), so that after a crash openraft hands the batch over
+        // again and the operations not yet applied are.
+        if done == 0 {
+            if let Err(e) = self.remember_applied_before_batch() {
+                return RaftResponse::One(Err(e));
+            }
+        }
+        let len = u32::try_from(batch.len()).unwrap_or(u32::MAX);
         RaftResponse::Batch(
             batch
                 .iter()
@@ -118,20 +134,84 @@ impl Applier {
                         return Ok(Output::Nothing(true));
                     }
                     let pos = u32::try_from(i + 1).unwrap_or(u32::MAX);
-                    self.apply_one(log_id, Some(pos), r.op.as_ref(), r.header.as_ref(), None)
+                    self.apply_one(
+                        log_id,
+                        Some((pos, len)),
+                        r.op.as_ref(),
+                        r.header.as_ref(),
+                        None,
+                    )
                 })
                 .collect(),
         )
     }
 
-    /// How many operations of the batch entry at the applied index were applied.
-    fn applied_ops(&self) -> Result<usize, ServerError> {
+    /// How many operations of the batch entry at `index` (the applied index) were applied.
+    fn applied_ops(&self, index: u64) -> Result<usize, ServerError> {
         let tx = self.store.backend().read();
         Ok(match tx.get(Table::Members, keys::APPLIED_OPS)? {
-            Some(b) if b.len() == 4 => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
-            // Recorded by a release without batches: the whole entry was applied.
-            _ => usize::MAX,
+            Some(b) => match decode_applied_ops(&b) {
+                Some((i, pos, _)) if i == index => pos as usize,
+                // Another entry's record, or the count alone (an older release): the whole
+                // entry at the applied index was applied.
+                _ => usize::MAX,
+            },
+            None => usize::MAX,
         })
+    }
+
+    /// Keeps the applied log id as it is before a batch entry starts, for
+    /// [`Applier::applied_log_id`] to report while the batch is partly applied.
+    fn remember_applied_before_batch(&self) -> Result<(), ServerError> {
+        let before = self
+            .store
+            .backend()
+            .read()
+            .get(Table::Members, keys::APPLIED_LOG_ID)?;
+        let before: Option<LogId> = match before {
+            Some(bytes) => Some(
+                bincode::deserialize(&bytes).map_err(|e| ServerError::Internal(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let bytes =
+            bincode::serialize(&before).map_err(|e| ServerError::Internal(e.to_string()))?;
+        *self.before_batch.lock() = Some(bytes);
+        Ok(())
+    }
+
+    /// The last log entry applied whole, as the state machine reports it to openraft: the
+    /// recorded applied log id, except while a batch entry is partly applied (a crash came in
+    /// its middle), when it is the entry before that batch, so that openraft applies the batch
+    /// again and the operations already applied are skipped.
+    ///
+    /// # Errors
+    /// A backend error or an undecodable record.
+    pub fn applied_log_id(&self) -> Result<Option<LogId>, ServerError> {
+        let tx = self.store.backend().read();
+        let decode = |bytes: &[u8]| -> Result<Option<LogId>, ServerError> {
+            bincode::deserialize(bytes).map_err(|e| ServerError::Internal(e.to_string()))
+        };
+        let applied: Option<LogId> = match tx.get(Table::Members, keys::APPLIED_LOG_ID)? {
+            Some(bytes) => Some(
+                bincode::deserialize(&bytes).map_err(|e| ServerError::Internal(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let Some(applied) = applied else {
+            return Ok(None);
+        };
+        let partial = tx
+            .get(Table::Members, keys::APPLIED_OPS)?
+            .and_then(|b| decode_applied_ops(&b))
+            .is_some_and(|(index, pos, len)| index == applied.index && pos < len);
+        if !partial {
+            return Ok(Some(applied));
+        }
+        match tx.get(Table::Members, keys::APPLIED_BEFORE_BATCH)? {
+            Some(bytes) => decode(&bytes),
+            None => Ok(None),
+        }
     }
 
     /// Applies one operation in one engine write transaction that also records the log id (and
@@ -139,7 +219,7 @@ impl Applier {
     fn apply_one(
         &self,
         log_id: LogId,
-        pos: Option<u32>,
+        pos: Option<(u32, u32)>,
         op: Option<&Op>,
         header: Option<&crate::raft::request::RequestHeader>,
         membership: Option<&[u8]>,
@@ -149,8 +229,17 @@ impl Applier {
             let id =
                 bincode::serialize(&log_id).map_err(|e| ServerError::Internal(e.to_string()))?;
             w.put_raw(Table::Members, keys::APPLIED_LOG_ID, &id)?;
-            if let Some(pos) = pos {
-                w.put_raw(Table::Members, keys::APPLIED_OPS, &pos.to_le_bytes())?;
+            if let Some((pos, len)) = pos {
+                w.put_raw(
+                    Table::Members,
+                    keys::APPLIED_OPS,
+                    &encode_applied_ops(log_id.index, pos, len),
+                )?;
+                if pos == 1 {
+                    if let Some(before) = self.before_batch.lock().as_deref() {
+                        w.put_raw(Table::Members, keys::APPLIED_BEFORE_BATCH, before)?;
+                    }
+                }
             }
             if let Some(m) = membership {
                 w.put_raw(Table::Members, keys::MEMBERSHIP, m)?;
@@ -295,6 +384,22 @@ impl Applier {
     }
 }
 
+/// `APPLIED_OPS`: entry index, operations applied, operations in the entry.
+fn encode_applied_ops(index: u64, pos: u32, len: u32) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&index.to_le_bytes());
+    out[8..12].copy_from_slice(&pos.to_le_bytes());
+    out[12..].copy_from_slice(&len.to_le_bytes());
+    out
+}
+
+fn decode_applied_ops(b: &[u8]) -> Option<(u64, u32, u32)> {
+    let index = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+    let pos = u32::from_le_bytes(b.get(8..12)?.try_into().ok()?);
+    let len = u32::from_le_bytes(b.get(12..16)?.try_into().ok()?);
+    (b.len() == 16).then_some((index, pos, len))
+}
+
 /// Sets the header revision of outputs that report the store revision after the entry.
 fn fill_revision(output: Output, revision: i64) -> Output {
     match output {
@@ -332,6 +437,7 @@ mod tests {
         );
         let applier = Applier {
             applied_requests: Default::default(),
+            before_batch: Default::default(),
             store,
             lessor: Arc::new(Lessor::new(1)),
             alarms: Arc::new(Alarms::default()),
@@ -379,12 +485,22 @@ mod tests {
     #[test]
     fn a_batch_cut_by_a_crash_resumes_after_its_last_applied_operation() {
         let (a, _dir) = applier();
+        let one = RaftRequest::new(put("z"));
+        assert!(matches!(
+            a.apply(log_id(2), Some(&one), None),
+            RaftResponse::One(Ok(_))
+        ));
+        assert_eq!(a.applied_log_id().expect("read"), Some(log_id(2)));
         // The crash came after the first operation of entry 3 was applied (and recorded).
+        a.remember_applied_before_batch().expect("remember");
         assert!(a
-            .apply_one(log_id(3), Some(1), Some(&put("a")), None, None)
+            .apply_one(log_id(3), Some((1, 3)), Some(&put("a")), None, None)
             .is_ok());
+        // Entry 3 is partly applied: openraft must be told 2, so that it hands 3 over again.
+        assert_eq!(a.applied_log_id().expect("read"), Some(log_id(2)));
         let batch = RaftRequest::batch([put("a"), put("b"), put("c")]);
-        assert_eq!(revisions(a.apply(log_id(3), Some(&batch), None)), [0, 3, 4]);
+        assert_eq!(revisions(a.apply(log_id(3), Some(&batch), None)), [0, 4, 5]);
+        assert_eq!(a.applied_log_id().expect("read"), Some(log_id(3)));
         let keys = a
             .store
             .range(&rusd_mvcc::RangeRequest::new("a", "d"))
@@ -399,10 +515,11 @@ mod tests {
         let one = RaftRequest::new(put("d"));
         match a.apply(log_id(4), Some(&one), None) {
             RaftResponse::One(Ok(Output::Put(p))) => {
-                assert_eq!(p.header.expect("header").revision, 5);
+                assert_eq!(p.header.expect("header").revision, 6);
             }
             other => panic!("unexpected {other:?}"),
         }
+        assert_eq!(a.applied_log_id().expect("read"), Some(log_id(4)));
     }
 
     #[test]

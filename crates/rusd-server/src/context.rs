@@ -116,8 +116,16 @@ impl Ctx {
         if let Some(token) = &cred.token {
             let tokens = &self.auth.tokens;
             if let Some(index) = tokens.issued_at(token) {
-                // A simple token is known once the entry that issued it is applied here.
-                if self.store.applied_index() < index {
+                // A simple token is known once the entry that issued it is applied here, its
+                // effects included: openraft's applied index moves only after the whole apply
+                // (the engine's own moves at the commit, before the token is recorded).
+                let applied = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .last_applied
+                    .map_or(0, |l| l.index);
+                if applied < index {
                     let wait = self.raft.wait(Some(self.config.request_timeout()));
                     if wait
                         .applied_index_at_least(Some(index), "auth token")

@@ -98,6 +98,7 @@ impl Server {
             alarms: alarms.clone(),
             auth: auth.clone(),
             applied_requests: Default::default(),
+            before_batch: Default::default(),
         });
 
         // Before anything listens or dials: auto TLS writes its certificates under the data dir.

@@ -51,12 +51,12 @@ impl StateMachine {
             tx.get(Table::Members, key)
                 .map_err(|e| sm_err(ErrorVerb::Read, e))
         };
-        let applied = match read(keys::APPLIED_LOG_ID)? {
-            Some(bytes) => {
-                Some(bincode::deserialize(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?)
-            }
-            None => None,
-        };
+        // Not simply the recorded applied log id: a batch entry cut by a crash must be applied
+        // again (see `Applier::applied_log_id`).
+        let applied = self
+            .applier
+            .applied_log_id()
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let membership = match read(keys::MEMBERSHIP)? {
             Some(bytes) => bincode::deserialize(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?,
             None => StoredMembership::default(),
