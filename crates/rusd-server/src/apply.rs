@@ -24,8 +24,8 @@ pub mod keys {
     /// How far the batch entry being applied got: LE u64 entry index, LE u32 operations
     /// applied, LE u32 operations in the entry (older releases wrote the LE u32 count alone).
     pub const APPLIED_OPS: &[u8] = b"raft/applied_ops";
-    /// bincode `Option<LogId>` of the last entry applied whole before the batch entry being
-    /// applied: what to report as applied while that batch is only partly applied.
+    /// bincode `LogId` of the last entry applied whole before the batch entry being applied
+    /// (absent if none): what to report as applied while that batch is only partly applied.
     pub const APPLIED_BEFORE_BATCH: &[u8] = b"raft/applied_before_batch";
     /// bincode `StoredMembership` as of the last applied membership entry.
     pub const MEMBERSHIP: &[u8] = b"raft/membership";
@@ -41,7 +41,7 @@ pub struct Applier {
     pub alarms: Arc<Alarms>,
     /// Users and roles (changed by auth operations, asked about every client write).
     pub auth: Arc<AuthStore>,
-    /// The bincode `Option<LogId>` applied before the batch entry being applied (see
+    /// The bincode `LogId` applied before the batch entry being applied, if any (see
     /// [`Applier::applied_log_id`]).
     pub before_batch: parking_lot::Mutex<Option<Vec<u8>>>,
     /// Requests applied since start (a batch entry counts each of its requests): every member
@@ -168,15 +168,7 @@ impl Applier {
             .backend()
             .read()
             .get(Table::Members, keys::APPLIED_LOG_ID)?;
-        let before: Option<LogId> = match before {
-            Some(bytes) => Some(
-                bincode::deserialize(&bytes).map_err(|e| ServerError::Internal(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let bytes =
-            bincode::serialize(&before).map_err(|e| ServerError::Internal(e.to_string()))?;
-        *self.before_batch.lock() = Some(bytes);
+        *self.before_batch.lock() = before;
         Ok(())
     }
 
@@ -189,28 +181,23 @@ impl Applier {
     /// A backend error or an undecodable record.
     pub fn applied_log_id(&self) -> Result<Option<LogId>, ServerError> {
         let tx = self.store.backend().read();
-        let decode = |bytes: &[u8]| -> Result<Option<LogId>, ServerError> {
-            bincode::deserialize(bytes).map_err(|e| ServerError::Internal(e.to_string()))
+        let log_id = |key: &[u8]| -> Result<Option<LogId>, ServerError> {
+            tx.get(Table::Members, key)?
+                .map(|bytes| bincode::deserialize(&bytes))
+                .transpose()
+                .map_err(|e| ServerError::Internal(e.to_string()))
         };
-        let applied: Option<LogId> = match tx.get(Table::Members, keys::APPLIED_LOG_ID)? {
-            Some(bytes) => Some(
-                bincode::deserialize(&bytes).map_err(|e| ServerError::Internal(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let Some(applied) = applied else {
+        let Some(applied) = log_id(keys::APPLIED_LOG_ID)? else {
             return Ok(None);
         };
         let partial = tx
             .get(Table::Members, keys::APPLIED_OPS)?
             .and_then(|b| decode_applied_ops(&b))
             .is_some_and(|(index, pos, len)| index == applied.index && pos < len);
-        if !partial {
-            return Ok(Some(applied));
-        }
-        match tx.get(Table::Members, keys::APPLIED_BEFORE_BATCH)? {
-            Some(bytes) => decode(&bytes),
-            None => Ok(None),
+        if partial {
+            log_id(keys::APPLIED_BEFORE_BATCH)
+        } else {
+            Ok(Some(applied))
         }
     }
 

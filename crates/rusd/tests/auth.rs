@@ -14,6 +14,31 @@ fn text<T: std::fmt::Debug>(r: Result<T, etcd_client::Error>) -> String {
     r.expect_err("expected an error").to_string()
 }
 
+/// `msg` with `token` in its metadata, as clientv3 sends it.
+fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("token", token.parse().expect("ascii token"));
+    req
+}
+
+/// A put of `v` at `key`.
+fn put_v(key: &str) -> pb::PutRequest {
+    pb::PutRequest {
+        key: key.into(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A one-key range.
+fn get_key(key: &str) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: key.into(),
+        ..Default::default()
+    }
+}
+
 async fn login(r: &Rusd, user: &str, password: &str) -> Result<Client, etcd_client::Error> {
     Client::connect(
         [r.endpoint.as_str()],
@@ -176,9 +201,7 @@ async fn watches_of_forbidden_ranges_are_refused_and_tokens_die_with_their_user(
             },
         )),
     };
-    let mut req = tonic::Request::new(tokio_stream::iter([create("z"), create("b")]));
-    req.metadata_mut()
-        .insert("token", token.parse().expect("ascii"));
+    let req = with_token(tokio_stream::iter([create("z"), create("b")]), &token);
     let mut responses = w.watch(req).await.expect("watch").into_inner();
     let refused = responses.message().await.expect("recv").expect("response");
     assert!(refused.created && refused.canceled, "{refused:?}");
@@ -189,15 +212,7 @@ async fn watches_of_forbidden_ranges_are_refused_and_tokens_die_with_their_user(
     let mut kv = pb::kv_client::KvClient::connect(r.url())
         .await
         .expect("connect");
-    let get = |token: &str| {
-        let mut req = tonic::Request::new(pb::RangeRequest {
-            key: b"b".to_vec(),
-            ..Default::default()
-        });
-        req.metadata_mut()
-            .insert("token", token.parse().expect("ascii"));
-        req
-    };
+    let get = |token: &str| with_token(get_key("b"), token);
     kv.range(get(&token)).await.expect("valid token");
     let bogus = kv.range(get("nope")).await.expect_err("bogus token");
     assert_eq!(bogus.code(), tonic::Code::Unauthenticated);
@@ -257,16 +272,7 @@ async fn jwt_tokens_carry_the_user_and_auth_revision() {
     let mut kv = pb::kv_client::KvClient::connect(r.url())
         .await
         .expect("connect");
-    let put = |key: &str, token: &str| {
-        let mut req = tonic::Request::new(pb::PutRequest {
-            key: key.into(),
-            value: b"v".to_vec(),
-            ..Default::default()
-        });
-        req.metadata_mut()
-            .insert("token", token.parse().expect("ascii"));
-        req
-    };
+    let put = |key: &str, token: &str| with_token(put_v(key), token);
     kv.put(put("a", &token)).await.expect("allowed");
     let denied = kv.put(put("x", &token)).await.expect_err("denied");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
@@ -320,28 +326,19 @@ async fn tokens_and_permissions_hold_on_every_member_of_a_cluster() {
         let mut kv = pb::kv_client::KvClient::connect(url(i))
             .await
             .expect("connect");
-        let with_token = |key: &str| {
-            let mut r = tonic::Request::new(pb::PutRequest {
-                key: key.into(),
-                value: b"v".to_vec(),
-                ..Default::default()
-            });
-            r.metadata_mut()
-                .insert("token", token.parse().expect("ascii"));
-            r
-        };
-        kv.put(with_token("b"))
+        kv.put(with_token(put_v("b"), &token))
             .await
             .expect("allowed on every member");
-        let denied = kv.put(with_token("x")).await.expect_err("denied");
+        let denied = kv
+            .put(with_token(put_v("x"), &token))
+            .await
+            .expect_err("denied");
         assert_eq!(denied.code(), tonic::Code::PermissionDenied, "member {i}");
-        let mut get = tonic::Request::new(pb::RangeRequest {
-            key: b"b".to_vec(),
-            ..Default::default()
-        });
-        get.metadata_mut()
-            .insert("token", token.parse().expect("ascii"));
-        let resp = kv.range(get).await.expect("linearizable read").into_inner();
+        let resp = kv
+            .range(with_token(get_key("b"), &token))
+            .await
+            .expect("linearizable read")
+            .into_inner();
         assert_eq!(resp.kvs.len(), 1, "member {i}");
     }
 }

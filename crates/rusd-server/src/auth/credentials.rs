@@ -66,14 +66,7 @@ impl axum::extract::connect_info::Connected<IncomingStream<'_, Listener>> for Cl
             .io()
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .and_then(|leaf| common_name(leaf.as_ref()));
+            .and_then(|leaf| crate::tls::client_verify::common_name(leaf.as_ref()));
         Self(name)
     }
-}
-
-/// The subject common name of a DER certificate.
-pub fn common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_owned)
 }

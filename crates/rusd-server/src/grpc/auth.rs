@@ -40,12 +40,7 @@ impl AuthService {
         cred: &Credentials,
     ) -> Result<pb::AuthenticateResponse, ServerError> {
         let ai = self.ctx.auth_info(cred).await?;
-        match self.ctx.propose_as(op, &ai).await? {
-            Output::Auth(out) => Ok(out),
-            other => Err(ServerError::Internal(format!(
-                "unexpected apply output {other:?}"
-            ))),
-        }
+        auth_output(self.ctx.propose_as(op, &ai).await?)
     }
 
     /// The caller, after a read index (gets and lists see every change applied before).
@@ -65,6 +60,16 @@ impl AuthService {
         })
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?
+    }
+}
+
+/// What applying an auth operation returns.
+fn auth_output(output: Output) -> Result<pb::AuthenticateResponse, ServerError> {
+    match output {
+        Output::Auth(out) => Ok(out),
+        other => Err(ServerError::Internal(format!(
+            "unexpected apply output {other:?}"
+        ))),
     }
 }
 
@@ -152,14 +157,7 @@ impl AuthService {
                 name: r.name.clone(),
                 simple_token: ctx.auth.tokens.prefix(),
             });
-            let out = match ctx.propose(op).await? {
-                Output::Auth(out) => out,
-                other => {
-                    return Err(ServerError::Internal(format!(
-                        "unexpected apply output {other:?}"
-                    )))
-                }
-            };
+            let out = auth_output(ctx.propose(op).await?)?;
             // The password was checked against the store at `state`'s revision: if it changed
             // meanwhile (a new password, a deleted user), check again.
             if state.revision() == ctx.auth.revision() {

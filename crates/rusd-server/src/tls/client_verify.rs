@@ -32,13 +32,7 @@ impl Allowed {
             return false;
         };
         match self {
-            Allowed::CommonName(cn) => {
-                cert.subject()
-                    .iter_common_name()
-                    .next()
-                    .and_then(|c| c.as_str().ok())
-                    == Some(cn.as_str())
-            }
+            Allowed::CommonName(cn) => subject_common_name(&cert).as_deref() == Some(cn.as_str()),
             Allowed::Hostname(host) => {
                 let Ok(Some(san)) = cert.subject_alternative_name() else {
                     return false;
@@ -59,6 +53,17 @@ impl Allowed {
             }
         }
     }
+}
+
+/// The subject common name of a DER certificate (a `--client-cert-auth` user's name).
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    subject_common_name(&cert)
+}
+
+fn subject_common_name(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
 }
 
 /// A DNS name from a certificate against a host name: case-insensitive, with a wildcard
