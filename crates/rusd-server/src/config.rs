@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Most operations per txn (`--max-txn-ops`).
     pub max_txn_ops: usize,
+    /// HTTP/2 streams per client connection, and gateway calls in flight per client listener
+    /// (`--max-concurrent-streams`; `None`, 0 and `u32::MAX` mean no limit, etcd's default).
+    pub max_concurrent_streams: Option<u32>,
     /// Auto-compaction.
     pub auto_compaction: AutoCompaction,
     /// Raft heartbeat (`--heartbeat-interval`).
@@ -109,6 +112,7 @@ impl Default for ServerConfig {
             quota_backend_bytes: 0,
             max_request_bytes: 1_572_864,
             max_txn_ops: 128,
+            max_concurrent_streams: None,
             auto_compaction: AutoCompaction::Off,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),

@@ -10,6 +10,7 @@
 //! | [`apply`] | applying committed entries to the engine |
 //! | [`grpc`] | the gRPC services and the one error-to-status mapping |
 //! | [`router`] | gRPC and HTTP on one listener |
+//! | [`http_serve`] | serving a listener (hyper, the HTTP/2 stream limit, graceful stop) |
 //! | [`gateway`] | the HTTP/JSON API, `/health`, `/version`, `/metrics` |
 //! | [`watch`] | the watch hub and streams |
 //! | [`lease`] | lease deadlines and expiry |
@@ -32,6 +33,7 @@ pub mod error;
 pub mod etcd_compat;
 pub mod gateway;
 pub mod grpc;
+pub mod http_serve;
 pub mod ids;
 pub mod lease;
 pub mod membership;

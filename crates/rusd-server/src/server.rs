@@ -227,15 +227,12 @@ impl Server {
                 .map_err(|source| StartError::Listen { addr, source })?;
             tracing::info!(peer_listener = %addr, served, "listening for peers");
             let router = crate::grpc::peer::router(ctx.clone());
-            let mut stop = shutdown_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                });
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "peer listener failed");
-                }
-            }));
+            tasks.push(tokio::spawn(crate::http_serve::serve(
+                listener,
+                router,
+                None,
+                shutdown_rx.clone(),
+            )));
         }
 
         if !ctx.wait_leader(config.election_timeout * 5).await {
@@ -281,17 +278,13 @@ impl Server {
             let listener = crate::tls::listener::Listener::new(listener, accept, "client")
                 .map_err(|source| StartError::Listen { addr, source })?;
             // Each connection's client certificate name is kept for `--client-cert-auth`.
-            let router = crate::router::router(ctx.clone())
-                .into_make_service_with_connect_info::<crate::auth::ClientCertName>();
-            let mut stop = shutdown_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                });
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "client listener failed");
-                }
-            }));
+            let router = crate::router::router(ctx.clone());
+            tasks.push(tokio::spawn(crate::http_serve::serve(
+                listener,
+                router,
+                crate::http_serve::stream_limit(config.max_concurrent_streams),
+                shutdown_rx.clone(),
+            )));
             if secure {
                 tracing::info!(address = %bound, served, "serving client traffic with TLS");
             } else {
@@ -316,15 +309,12 @@ impl Server {
             let listener = crate::tls::listener::Listener::new(listener, accept, "metrics")
                 .map_err(|source| StartError::Listen { addr, source })?;
             let router = crate::gateway::metrics_routes(ctx.clone());
-            let mut stop = shutdown_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                });
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "metrics listener failed");
-                }
-            }));
+            tasks.push(tokio::spawn(crate::http_serve::serve(
+                listener,
+                router,
+                None,
+                shutdown_rx.clone(),
+            )));
             tracing::info!(address = %addr, served, "serving /metrics and /health");
         }
         tracing::info!(

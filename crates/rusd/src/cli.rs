@@ -60,6 +60,10 @@ pub enum SnapshotCommand {
 /// Flags of `rusd serve`, named as etcd's.
 #[derive(Args, Debug, Clone)]
 pub struct ServeFlags {
+    /// etcd's YAML configuration file; when given, every other flag and `ETCD_*` variable is
+    /// ignored, as in etcd.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<std::path::PathBuf>,
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     pub name: String,
@@ -196,9 +200,9 @@ pub struct ServeFlags {
     /// Periodic corruption check interval (accepted; single member).
     #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME")]
     pub experimental_corrupt_check_time: Option<String>,
-    /// gRPC concurrent streams per connection (accepted; tonic's default is unbounded).
+    /// HTTP/2 streams per client connection, and gateway calls in flight (default: no limit).
     #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS")]
-    pub max_concurrent_streams: Option<u64>,
+    pub max_concurrent_streams: Option<u32>,
     /// Metrics detail (`basic` or `extensive`; accepted).
     #[arg(long, env = "ETCD_METRICS", default_value = "basic")]
     pub metrics: String,

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod config_file;
 mod serve;
 mod snapshot;
 

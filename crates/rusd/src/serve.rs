@@ -224,6 +224,7 @@ pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
         quota_backend_bytes: flags.quota_backend_bytes,
         max_request_bytes: flags.max_request_bytes,
         max_txn_ops: flags.max_txn_ops,
+        max_concurrent_streams: flags.max_concurrent_streams,
         auto_compaction: auto_compaction(
             &flags.auto_compaction_mode,
             &flags.auto_compaction_retention,
@@ -276,7 +277,23 @@ fn init_logging(flags: &ServeFlags) {
 
 /// Serves until SIGINT or SIGTERM.
 pub fn run(flags: ServeFlags) -> anyhow::Result<()> {
+    let (flags, from_file) = match &flags.config_file {
+        Some(path) => {
+            let loaded = crate::config_file::load(path)?;
+            (loaded.flags, Some((path.clone(), loaded.ignored)))
+        }
+        None => (flags, None),
+    };
     init_logging(&flags);
+    if let Some((path, ignored)) = from_file {
+        tracing::info!(
+            path = %path.display(),
+            "loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"
+        );
+        if !ignored.is_empty() {
+            tracing::warn!(keys = ?ignored, "configuration file keys rusd does not use; ignored");
+        }
+    }
     if flags.enable_pprof == Some(true) {
         tracing::warn!("--enable-pprof is a Go feature; ignored");
     }

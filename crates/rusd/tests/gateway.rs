@@ -644,3 +644,48 @@ fn metrics_listener_serves_metrics_and_health_only() {
     // The client port still serves everything.
     assert_eq!(get(&r, "/health").status, 200);
 }
+
+/// `--max-concurrent-streams 2`: as etcd's gateway (one gRPC connection to its own server),
+/// gateway calls beyond the limit wait until one in flight ends; a watch holds its slot for as
+/// long as its stream is open.
+#[test]
+fn max_concurrent_streams_bounds_gateway_calls() {
+    let r = Rusd::start(&["--max-concurrent-streams", "2"]);
+    let watch = r#"{"create_request":{"key":"Zm9v"}}"#;
+    let mut first = Lines::open(&r, "/v3/watch", watch);
+    assert_eq!(first.next()["result"]["created"], json!(true));
+    let mut second = Lines::open(&r, "/v3/watch", watch);
+    assert_eq!(second.next()["result"]["created"], json!(true));
+
+    // A range waits: no status line within 1.5 s.
+    let mut stuck = TcpStream::connect(&r.endpoint).expect("connect");
+    stuck
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    let body = r#"{"key":"Zm9v"}"#;
+    let head = format!(
+        "POST /v3/kv/range HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{body}",
+        r.endpoint,
+        body.len()
+    );
+    stuck.write_all(head.as_bytes()).expect("write");
+    let mut byte = [0u8; 1];
+    let waited = stuck
+        .read(&mut byte)
+        .expect_err("the range waits for a slot");
+    assert!(
+        matches!(
+            waited.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{waited:?}"
+    );
+    drop(stuck);
+
+    // Closing a watch frees its slot.
+    drop(first);
+    let range = post(&r, "/v3/kv/range", json!({"key": "Zm9v"}));
+    assert_eq!(range.status, 200, "{}", range.text());
+    assert!(header_revision(&range.json()) >= 1);
+    drop(second);
+}

@@ -536,3 +536,38 @@ fn metric(r: &Rusd, name: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// `--max-concurrent-streams 2`: a connection carrying two watch streams has no room for a
+/// third call until one of them ends (the client waits for the server's stream limit, as with
+/// etcd's grpc-go server); without the flag the same calls all run.
+#[tokio::test]
+async fn max_concurrent_streams_bounds_streams_per_connection() {
+    let r = Rusd::start(&["--max-concurrent-streams", "2"]);
+    let mut c = r.client().await;
+    let (first, _) = watch(&mut c, "a", None).await;
+    let (second, _) = watch(&mut c, "b", None).await;
+    let mut kv = c.kv_client();
+    let waiting = tokio::spawn(async move { kv.get("a", None).await.map(|r| r.count()) });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiting.is_finished(), "a third stream ran past the limit");
+    drop(first);
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the call ran once a stream ended")
+        .expect("task")
+        .expect("get");
+    assert_eq!(got, 0);
+    drop(second);
+
+    let unlimited = Rusd::start(&[]);
+    let mut c = unlimited.client().await;
+    let mut streams = Vec::new();
+    for key in ["a", "b", "c"] {
+        streams.push(watch(&mut c, key, None).await);
+    }
+    let got = tokio::time::timeout(Duration::from_secs(10), c.get("a", None))
+        .await
+        .expect("no limit")
+        .expect("get");
+    assert_eq!(got.count(), 0);
+}

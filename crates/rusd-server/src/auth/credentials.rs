@@ -3,9 +3,8 @@
 //! certificate, the certificate's common name.
 
 use axum::extract::ConnectInfo;
-use axum::serve::IncomingStream;
 
-use crate::tls::listener::Listener;
+use crate::tls::listener::Conn;
 
 /// A request's credentials, resolved by [`crate::context::Ctx::auth_info`].
 #[derive(Clone, Debug, Default)]
@@ -60,10 +59,11 @@ impl Credentials {
 #[derive(Clone, Debug, Default)]
 pub struct ClientCertName(pub Option<String>);
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, Listener>> for ClientCertName {
-    fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
-        let name = stream
-            .io()
+impl ClientCertName {
+    /// The name of the certificate `conn`'s client presented, if any.
+    #[must_use]
+    pub fn of(conn: &Conn) -> Self {
+        let name = conn
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|leaf| crate::tls::client_verify::common_name(leaf.as_ref()));

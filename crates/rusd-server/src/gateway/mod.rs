@@ -83,9 +83,10 @@ pub fn routes(ctx: Arc<Ctx>) -> Router {
     let api = auth::routes(api, &ctx);
     let api = lock::routes(api, &ctx);
     let api = election::routes(api, &ctx);
+    let streams = crate::http_serve::stream_limit(ctx.config.max_concurrent_streams);
     let health_ctx = ctx.clone();
     let metrics_ctx = ctx;
-    api.router
+    limit_calls(api.router, streams)
         .route(
             "/health",
             any(move |request: Request| health::handle(health_ctx.clone(), request)),
@@ -99,6 +100,37 @@ pub fn routes(ctx: Arc<Ctx>) -> Router {
         .route("/", any(plain::not_found))
         .route("/{*path}", any(plain::not_found))
         .layer(axum::middleware::from_fn(plain::cors))
+}
+
+/// Holds the API's calls to `limit` in flight (`--max-concurrent-streams`).
+///
+/// etcd's gateway reaches its server through one gRPC connection to the listener, so the
+/// server's stream limit bounds the gateway calls in flight, and grpc-go's client makes a call
+/// over the limit wait for a stream to end. Here a call waits for a slot the same way, and
+/// keeps it until its response body ends (a watch holds its slot for the life of its stream).
+fn limit_calls(router: Router, limit: Option<u32>) -> Router {
+    let Some(limit) = limit else {
+        return router;
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit as usize));
+    router.layer(axum::middleware::from_fn(
+        move |request: Request, next: axum::middleware::Next| {
+            let slots = slots.clone();
+            async move {
+                // The semaphore is never closed, so this cannot fail; if it did, the call
+                // would go ahead unlimited rather than fail.
+                let slot = slots.acquire_owned().await.ok();
+                let response = next.run(request).await;
+                response.map(|body| {
+                    use http_body_util::BodyExt;
+                    axum::body::Body::new(body.map_frame(move |frame| {
+                        let _held_until_the_body_ends = &slot;
+                        frame
+                    }))
+                })
+            }
+        },
+    ))
 }
 
 /// Routes of a `--listen-metrics-urls` listener: `/metrics` and `/health` only.

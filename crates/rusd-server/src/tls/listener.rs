@@ -1,4 +1,4 @@
-//! Accepting connections for `axum::serve`: plain TCP, TLS, or both on one port.
+//! Accepting connections for [`crate::http_serve`]: plain TCP, TLS, or both on one port.
 //!
 //! TLS handshakes run in their own tasks (a slow or silent client must not hold up the accept
 //! loop) and finished connections are handed to axum through a channel. On a port that serves
@@ -157,7 +157,7 @@ pub fn addresses(
     out
 }
 
-/// A listener for `axum::serve` that hands out plain or TLS connections, TCP_NODELAY set.
+/// A listener that hands out plain or TLS connections, TCP_NODELAY set.
 pub struct Listener {
     rx: mpsc::Receiver<(Conn, SocketAddr)>,
     local: SocketAddr,
@@ -183,16 +183,14 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        // Closes the socket: axum dropped us at shutdown.
+        // Closes the socket: the server stopped serving.
         self.accept_loop.abort();
     }
 }
 
-impl axum::serve::Listener for Listener {
-    type Io = Conn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Conn, SocketAddr) {
+impl Listener {
+    /// The next connection, with its remote address.
+    pub async fn accept(&mut self) -> (Conn, SocketAddr) {
         match self.rx.recv().await {
             Some(conn) => conn,
             // The accept loop ended (it only does when we are dropped): nothing more comes.
@@ -200,8 +198,10 @@ impl axum::serve::Listener for Listener {
         }
     }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
+    /// The address the listener is bound to.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 }
 
