@@ -80,6 +80,6 @@ pub use request::{
 };
 pub use revision::{LeaseId, Revision};
 pub use store::{
-    validate_txn, CompactionHandle, EventBatch, InstallOutcome, Lease, MvccStore, ReadTxn,
-    StoreConfig, Subscription, WriteTxn,
+    validate_txn, CompactionHandle, EventBatch, InstallOutcome, Lease, MvccStore, OpCounts,
+    ReadTxn, StoreConfig, Subscription, WriteTxn,
 };

@@ -29,9 +29,10 @@ pub struct Metrics {
     pub keys_total: IntGauge,
     /// `etcd_debugging_mvcc_watcher_total`.
     pub watchers: IntGauge,
-    /// `etcd_server_slow_apply_total` and friends are not kept; requests by RPC are:
-    /// `grpc_server_handled_total{grpc_method, grpc_code}`.
-    pub grpc_handled: IntCounterVec,
+    /// `etcd_mvcc_{range,put,delete,txn}_total`, mirrored from the store's totals.
+    pub mvcc_ops: [IntCounter; 4],
+    /// `grpc_server_started_total` and `grpc_server_handled_total` (go-grpc-prometheus).
+    pub grpc: std::sync::Arc<crate::grpc::server_metrics::GrpcCounters>,
 }
 
 impl Metrics {
@@ -54,14 +55,77 @@ impl Metrics {
         registry
             .register(Box::new(proposals_failed.clone()))
             .expect("unique metric");
-        let grpc_handled = IntCounterVec::new(
-            Opts::new("grpc_server_handled_total", "RPCs completed on the server."),
-            &["grpc_method", "grpc_code"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(grpc_handled.clone()))
-            .expect("unique metric");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let call = ["grpc_type", "grpc_service", "grpc_method"];
+        let grpc = crate::grpc::server_metrics::GrpcCounters {
+            started: counter_vec(
+                "grpc_server_started_total",
+                "Total number of RPCs started on the server.",
+                &call,
+            ),
+            handled: counter_vec(
+                "grpc_server_handled_total",
+                "Total number of RPCs completed on the server, regardless of success or failure.",
+                &[call[0], call[1], call[2], "grpc_code"],
+            ),
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let mvcc_ops = [
+            counter(
+                "etcd_mvcc_range_total",
+                "Total number of ranges seen by this member.",
+            ),
+            counter(
+                "etcd_mvcc_put_total",
+                "Total number of puts seen by this member.",
+            ),
+            counter(
+                "etcd_mvcc_delete_total",
+                "Total number of deletes seen by this member.",
+            ),
+            counter(
+                "etcd_mvcc_txn_total",
+                "Total number of txns seen by this member.",
+            ),
+        ];
+        // Constant gauges labelled with the versions, as etcd's.
+        for (name, label, version) in [
+            (
+                "etcd_server_version",
+                "server_version",
+                crate::VERSION_SERVER,
+            ),
+            (
+                "etcd_cluster_version",
+                "cluster_version",
+                crate::VERSION_CLUSTER,
+            ),
+        ] {
+            let g = prometheus::IntGaugeVec::new(
+                Opts::new(
+                    name,
+                    format!(
+                        "Which version is running. 1 for '{label}' label with current version."
+                    ),
+                ),
+                &[label],
+            )
+            .expect("valid metric");
+            g.with_label_values(&[version]).set(1);
+            registry.register(Box::new(g)).expect("unique metric");
+        }
         Self {
             has_leader: gauge(
                 "etcd_server_has_leader",
@@ -96,9 +160,10 @@ impl Metrics {
                 "etcd_debugging_mvcc_compact_revision",
                 "The revision of the last compaction.",
             ),
-            keys_total: gauge("etcd_debugging_mvcc_keys_total", "Keys in the key index."),
+            keys_total: gauge("etcd_debugging_mvcc_keys_total", "Total number of keys."),
             watchers: gauge("etcd_debugging_mvcc_watcher_total", "Watchers."),
-            grpc_handled,
+            mvcc_ops,
+            grpc: std::sync::Arc::new(grpc),
             registry,
         }
     }

@@ -72,9 +72,16 @@ pub fn router(ctx: Arc<Ctx>) -> axum::Router {
         .max_encoding_message_size(usize::MAX),
     );
     let leader_ctx = ctx.clone();
+    let counters = ctx.metrics.grpc.clone();
     routes
         .prepare()
         .into_axum_router()
+        // Innermost, as etcd's go-grpc-prometheus interceptors run after its own checks.
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                crate::grpc::server_metrics::count(counters.clone(), request, next)
+            },
+        ))
         .layer(MessageLimitLayer::new(limit))
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {

@@ -689,3 +689,71 @@ fn max_concurrent_streams_bounds_gateway_calls() {
     assert!(header_revision(&range.json()) >= 1);
     drop(second);
 }
+
+/// The metrics etcd's e2e `TestV3Metrics*` reads (with rusd's version), after its sequence:
+/// a put, then three rounds of put, delete and a watch from revision 1 that the client
+/// abandons once it has its event.
+#[tokio::test]
+async fn metrics_count_like_etcd() {
+    let r = Rusd::start(&[]);
+    let mut c = r.client().await;
+    c.put("k", "v", None).await.expect("put");
+    for i in 1..=3 {
+        c.put(i.to_string(), "v", None).await.expect("put");
+        c.delete(i.to_string(), None).await.expect("delete");
+        let options = etcd_client::WatchOptions::new().with_start_revision(1);
+        let mut stream = c.watch("k", Some(options)).await.expect("watch");
+        loop {
+            let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("in time")
+                .expect("no error")
+                .expect("open");
+            if !resp.events().is_empty() {
+                break;
+            }
+        }
+        drop(stream);
+    }
+    c.get("k", None).await.expect("get");
+    let expected = [
+        "etcd_mvcc_put_total 4".to_owned(),
+        "etcd_mvcc_delete_total 3".to_owned(),
+        "etcd_debugging_mvcc_keys_total 1".to_owned(),
+        format!(
+            r#"etcd_server_version{{server_version="{}"}} 1"#,
+            rusd_server::VERSION_SERVER
+        ),
+        format!(
+            r#"etcd_cluster_version{{cluster_version="{}"}} 1"#,
+            rusd_server::VERSION_CLUSTER
+        ),
+        r#"grpc_server_handled_total{grpc_code="Canceled",grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"} 3"#.to_owned(),
+        r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"} 4"#.to_owned(),
+        r#"grpc_server_started_total{grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 1"#.to_owned(),
+    ];
+    // The server learns of the abandoned streams asynchronously: poll for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = get(&r, "/metrics").text();
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|line| !text.lines().any(|l| l == line.as_str()))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missing {missing:?} in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A refused call counts with its code (the empty key: InvalidArgument).
+    assert!(c.get("", None).await.is_err());
+    let text = get(&r, "/metrics").text();
+    assert!(
+        text.contains(r#"grpc_server_handled_total{grpc_code="InvalidArgument",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 1"#),
+        "{text}"
+    );
+}

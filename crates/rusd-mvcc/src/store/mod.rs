@@ -19,6 +19,7 @@
 mod compaction;
 mod hash;
 mod lease;
+mod op_counts;
 mod range;
 mod record_cache;
 mod restore;
@@ -42,6 +43,7 @@ use crate::revision::{LeaseId, Revision};
 
 pub use compaction::CompactionHandle;
 pub use lease::Lease;
+pub use op_counts::OpCounts;
 pub use restore::InstallOutcome;
 pub use txn::validate_txn;
 pub use watch::{EventBatch, Subscription};
@@ -127,6 +129,8 @@ pub(crate) struct StoreInner {
     pub compaction: Arc<compaction::Compaction>,
     /// Records by revision, in front of the backend (see `record_cache`).
     records: record_cache::RecordCache,
+    /// Operation totals for monitoring.
+    pub ops: op_counts::OpCounters,
 }
 
 /// State only the writer touches.
@@ -195,6 +199,7 @@ impl MvccStore {
             observers: watch::Observers::default(),
             compaction: Arc::default(),
             records: record_cache::RecordCache::new(record_bytes),
+            ops: op_counts::OpCounters::default(),
             config,
         });
         let store = Self { inner };
@@ -228,6 +233,21 @@ impl MvccStore {
         self.inner.index.read().len()
     }
 
+    /// Number of live keys at the current revision (etcd's `etcd_debugging_mvcc_keys_total`),
+    /// from the index chunks' live counts (no key is visited).
+    pub fn live_key_count(&self) -> usize {
+        self.inner
+            .index
+            .read()
+            .count_live_latest(crate::key_range::KeyRange::new(&[0], &[0]))
+    }
+
+    /// Range, put, delete-range and txn totals since the store was opened, counted as etcd
+    /// counts them for `etcd_mvcc_*_total` (see [`OpCounts`]).
+    pub fn op_counts(&self) -> OpCounts {
+        self.inner.ops.snapshot()
+    }
+
     /// Estimated bytes held by the key index.
     pub fn index_heap_bytes(&self) -> usize {
         self.inner.index.read().approx_heap_bytes()
@@ -242,6 +262,7 @@ impl MvccStore {
     pub fn read(&self, revision: i64) -> Result<ReadTxn<'_>> {
         Ok(ReadTxn {
             view: self.inner.view(revision)?,
+            ranges: std::cell::Cell::new(0),
         })
     }
 
@@ -461,6 +482,17 @@ impl StoreInner {
 /// A consistent read at one revision (etcd's `TxnRead`), see [`MvccStore::read`].
 pub struct ReadTxn<'a> {
     view: ReadView<'a>,
+    /// Ranges read, added to the store's totals when the transaction ends.
+    ranges: std::cell::Cell<u64>,
+}
+
+impl Drop for ReadTxn<'_> {
+    fn drop(&mut self) {
+        self.view.inner.ops.end(op_counts::TxnCalls {
+            ranges: self.ranges.get(),
+            ..Default::default()
+        });
+    }
 }
 
 impl ReadTxn<'_> {
@@ -486,6 +518,7 @@ impl ReadTxn<'_> {
         if req.key.is_empty() {
             return Err(Error::EmptyKey);
         }
+        self.ranges.set(self.ranges.get() + 1);
         if req.revision > 0 && req.revision != self.view.rev {
             let view = self.view.inner.view(req.revision)?;
             return range::range_view(&view, req);

@@ -38,6 +38,10 @@ impl MvccStore {
         if req.key.is_empty() {
             return Err(Error::EmptyKey);
         }
+        self.inner.ops.end(super::op_counts::TxnCalls {
+            ranges: 1,
+            ..Default::default()
+        });
         let view = self.inner.view(req.revision)?;
         range_view(&view, req)
     }

@@ -1,5 +1,6 @@
 //! Txn: validation (etcd's `checkTxnRequest` and `checkIntervals`), compares, and execution.
 
+use super::op_counts::TxnCalls;
 use std::collections::BTreeSet;
 
 use super::{range, MvccStore, ReadView};
@@ -126,9 +127,11 @@ struct Path {
     nested: Vec<Path>,
 }
 
-fn choose_path(view: &ReadView<'_>, req: &TxnRequest) -> Result<Path> {
+/// `compares` counts the compares evaluated (each reads its key, a range in etcd's metrics).
+fn choose_path(view: &ReadView<'_>, req: &TxnRequest, compares: &mut u64) -> Result<Path> {
     let mut succeeded = true;
     for c in &req.compare {
+        *compares += 1;
         if !compare(view, c)? {
             succeeded = false;
             break;
@@ -142,7 +145,7 @@ fn choose_path(view: &ReadView<'_>, req: &TxnRequest) -> Result<Path> {
     let mut nested = Vec::new();
     for op in ops {
         if let RequestOp::Txn(t) = op {
-            nested.push(choose_path(view, t)?);
+            nested.push(choose_path(view, t, compares)?);
         }
     }
     Ok(Path { succeeded, nested })
@@ -263,7 +266,13 @@ fn check_path_pass(
     Ok(())
 }
 
-fn run_read_only(view: &ReadView<'_>, req: &TxnRequest, path: &Path) -> Result<TxnResponse> {
+/// `ranges` counts the ranges run (for the operation totals).
+fn run_read_only(
+    view: &ReadView<'_>,
+    req: &TxnRequest,
+    path: &Path,
+    ranges: &mut u64,
+) -> Result<TxnResponse> {
     let ops = if path.succeeded {
         &req.success
     } else {
@@ -274,6 +283,7 @@ fn run_read_only(view: &ReadView<'_>, req: &TxnRequest, path: &Path) -> Result<T
     for op in ops {
         responses.push(match op {
             RequestOp::Range(r) => {
+                *ranges += 1;
                 let resp = if r.revision > 0 && r.revision != view.rev {
                     range::range_view(&view.inner.view(r.revision)?, r)?
                 } else {
@@ -282,7 +292,7 @@ fn run_read_only(view: &ReadView<'_>, req: &TxnRequest, path: &Path) -> Result<T
                 ResponseOp::Range(resp)
             }
             RequestOp::Txn(t) => match nested.next() {
-                Some(p) => ResponseOp::Txn(run_read_only(view, t, p)?),
+                Some(p) => ResponseOp::Txn(run_read_only(view, t, p, ranges)?),
                 None => return Err(Error::InvalidArgument("txn path mismatch".into())),
             },
             RequestOp::Put(_) | RequestOp::DeleteRange(_) => {
@@ -335,10 +345,16 @@ impl MvccStore {
         validate_txn(req, self.inner.config.max_txn_ops)?;
         if is_read_only(req) {
             let view = self.inner.view(0)?;
-            let path = choose_path(&view, req)?;
-            let compact = self.inner.revs.lock().compact;
-            check_path(&view, req, &path, compact, &|_| true)?;
-            return run_read_only(&view, req, &path);
+            // Compares and ranges are one read transaction in etcd's totals.
+            let mut calls = TxnCalls::default();
+            let result = (|| {
+                let path = choose_path(&view, req, &mut calls.ranges)?;
+                let compact = self.inner.revs.lock().compact;
+                check_path(&view, req, &path, compact, &|_| true)?;
+                run_read_only(&view, req, &path, &mut calls.ranges)
+            })();
+            self.inner.ops.end(calls);
+            return result;
         }
         let mut w = self.write();
         let resp = w.txn(req)?;
@@ -357,7 +373,15 @@ impl WriteTxn<'_> {
         validate_txn(req, self.inner().config.max_txn_ops)?;
         let inner = self.inner();
         let view = inner.view(0)?;
-        let path = choose_path(&view, req)?;
+        // The compares are a read transaction of their own in etcd's totals, before the
+        // writes (counted with this write transaction).
+        let mut compares = 0;
+        let path = choose_path(&view, req, &mut compares);
+        inner.ops.end(TxnCalls {
+            ranges: compares,
+            ..TxnCalls::default()
+        });
+        let path = path?;
         let compact = self.compact_revision();
         check_path(&view, req, &path, compact, &|id| self.lease_exists(id))?;
         drop(view);

@@ -62,6 +62,8 @@ pub struct WriteTxn<'a> {
     want_prev: bool,
     applied_index: Option<u64>,
     compact: Option<i64>,
+    /// Calls made, added to the store's operation totals at commit.
+    calls: std::cell::Cell<super::op_counts::TxnCalls>,
 }
 
 impl<'a> WriteTxn<'a> {
@@ -89,6 +91,7 @@ impl<'a> WriteTxn<'a> {
             want_prev,
             applied_index: None,
             compact: None,
+            calls: std::cell::Cell::default(),
         }
     }
 
@@ -237,6 +240,7 @@ impl<'a> WriteTxn<'a> {
     /// [`Error::EmptyKey`], [`Error::ValueProvided`], [`Error::LeaseProvided`],
     /// [`Error::KeyNotFound`] (`ignore_*` on a missing key), [`Error::LeaseNotFound`].
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
+        self.calls.get_mut().puts += 1;
         check_put(req)?;
         // As etcd's Put: the lease is looked up before the previous key is read.
         if req.lease != 0 && !self.lease_exists(LeaseId(req.lease)) {
@@ -319,6 +323,7 @@ impl<'a> WriteTxn<'a> {
     /// # Errors
     /// [`Error::EmptyKey`] or a backend error.
     pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        self.calls.get_mut().deletes += 1;
         if req.key.is_empty() {
             return Err(Error::EmptyKey);
         }
@@ -383,6 +388,9 @@ impl<'a> WriteTxn<'a> {
     /// # Errors
     /// [`Error::EmptyKey`], [`Error::FutureRevision`], [`Error::Compacted`], or a backend error.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let mut calls = self.calls.get();
+        calls.ranges += 1;
+        self.calls.set(calls);
         if req.key.is_empty() {
             return Err(Error::EmptyKey);
         }
@@ -480,6 +488,7 @@ impl<'a> WriteTxn<'a> {
         }
         let batch = std::mem::take(&mut self.batch);
         super::apply_batch(self.inner, batch)?;
+        self.inner.ops.end(self.calls.get());
         if let Some(index) = self.applied_index {
             self.writer.applied_index = index;
         }

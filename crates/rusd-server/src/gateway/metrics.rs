@@ -54,8 +54,18 @@ pub(crate) fn refresh(ctx: &Ctx) {
     m.current_revision.set(ctx.store.current_revision());
     // etcd's gauge stays 0 until the first compaction.
     m.compact_revision.set(ctx.store.compact_revision().max(0));
+    // Live keys, as etcd's gauge (incremented on a key's creation, decremented on its delete).
     m.keys_total
-        .set(i64::try_from(ctx.store.key_count()).unwrap_or(i64::MAX));
+        .set(i64::try_from(ctx.store.live_key_count()).unwrap_or(i64::MAX));
+    let ops = ctx.store.op_counts();
+    for (counter, total) in m
+        .mvcc_ops
+        .iter()
+        .zip([ops.ranges, ops.puts, ops.deletes, ops.txns])
+    {
+        // The store's totals only grow; a counter catches up with them.
+        counter.inc_by(total.saturating_sub(counter.get()));
+    }
 }
 
 fn to_i64(v: u64) -> i64 {

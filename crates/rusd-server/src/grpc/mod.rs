@@ -9,5 +9,6 @@ pub mod lock;
 pub mod maintenance;
 pub mod message_limit;
 pub mod peer;
+pub mod server_metrics;
 pub mod status;
 pub mod watch;
