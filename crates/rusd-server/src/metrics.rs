@@ -1,6 +1,6 @@
 //! Prometheus metrics, with etcd's metric names where etcd has them.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, Opts, Registry};
 
 /// The server's metrics.
 #[derive(Clone)]
@@ -55,26 +55,8 @@ impl Metrics {
         registry
             .register(Box::new(proposals_failed.clone()))
             .expect("unique metric");
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let call = ["grpc_type", "grpc_service", "grpc_method"];
-        let grpc = crate::grpc::server_metrics::GrpcCounters {
-            started: counter_vec(
-                "grpc_server_started_total",
-                "Total number of RPCs started on the server.",
-                &call,
-            ),
-            handled: counter_vec(
-                "grpc_server_handled_total",
-                "Total number of RPCs completed on the server, regardless of success or failure.",
-                &[call[0], call[1], call[2], "grpc_code"],
-            ),
-        };
+        let grpc =
+            crate::grpc::server_metrics::GrpcCounters::register(&registry).expect("unique metrics");
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
             registry
