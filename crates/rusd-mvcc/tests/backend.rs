@@ -151,3 +151,32 @@ fn size_in_use_is_the_exact_bytes_of_keys_and_values_and_survives_reopen() {
     let s = s.reopen();
     assert_eq!(s.size_in_use().unwrap(), recount(&s));
 }
+
+/// Every durable commit that wrote something reports its duration to the observer.
+#[test]
+fn commit_observer_hears_every_commit() {
+    let t = open();
+    let store = &t.store;
+    let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let heard = commits.clone();
+    store.backend().observe_commits(move |took| {
+        assert!(took < std::time::Duration::from_secs(60));
+        heard.fetch_add(1, Ordering::SeqCst);
+    });
+    store
+        .put(&rusd_mvcc::PutRequest::new("a", "1"))
+        .expect("put");
+    store.flush().expect("flush");
+    assert_eq!(commits.load(Ordering::SeqCst), 1);
+    store.flush().expect("nothing to commit");
+    assert_eq!(
+        commits.load(Ordering::SeqCst),
+        1,
+        "an empty flush commits nothing"
+    );
+    store
+        .put(&rusd_mvcc::PutRequest::new("b", "2"))
+        .expect("put");
+    store.flush().expect("flush");
+    assert_eq!(commits.load(Ordering::SeqCst), 2);
+}

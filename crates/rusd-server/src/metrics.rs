@@ -1,6 +1,6 @@
 //! Prometheus metrics, with etcd's metric names where etcd has them.
 
-use prometheus::{IntCounter, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
 
 /// The server's metrics.
 #[derive(Clone)]
@@ -33,6 +33,14 @@ pub struct Metrics {
     pub mvcc_ops: [IntCounter; 4],
     /// `grpc_server_started_total` and `grpc_server_handled_total` (go-grpc-prometheus).
     pub grpc: std::sync::Arc<crate::grpc::server_metrics::GrpcCounters>,
+    /// `etcd_disk_wal_fsync_duration_seconds`: the Raft log's fdatasyncs.
+    pub wal_fsync: Histogram,
+    /// `etcd_disk_backend_commit_duration_seconds`: the engine's durable commits.
+    pub backend_commit: Histogram,
+    /// `etcd_server_leader_changes_seen_total`.
+    pub leader_changes: IntCounter,
+    /// `etcd_server_quota_backend_bytes`.
+    pub quota_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -82,6 +90,28 @@ impl Metrics {
                 "Total number of txns seen by this member.",
             ),
         ];
+        // etcd's buckets for both: 1 ms to about 8 s, doubling.
+        let histogram = |name: &str, help: &str| {
+            let buckets = prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid buckets");
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let wal_fsync = histogram(
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by WAL.",
+        );
+        let backend_commit = histogram(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend.",
+        );
+        let leader_changes = counter(
+            "etcd_server_leader_changes_seen_total",
+            "The number of leader changes seen.",
+        );
         // Constant gauges labelled with the versions, as etcd's.
         for (name, label, version) in [
             (
@@ -146,6 +176,13 @@ impl Metrics {
             watchers: gauge("etcd_debugging_mvcc_watcher_total", "Watchers."),
             mvcc_ops,
             grpc: std::sync::Arc::new(grpc),
+            wal_fsync,
+            backend_commit,
+            leader_changes,
+            quota_bytes: gauge(
+                "etcd_server_quota_backend_bytes",
+                "Current backend storage quota size in bytes.",
+            ),
             registry,
         }
     }

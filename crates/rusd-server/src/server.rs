@@ -80,6 +80,17 @@ impl Server {
         store_config.max_txn_ops = config.max_txn_ops;
         let store = tokio::task::block_in_place(|| MvccStore::open(store_config))?;
         let log = LogStore::open(&config.log_path())?;
+        let metrics = crate::metrics::Metrics::new();
+        let commit_seconds = metrics.backend_commit.clone();
+        store
+            .backend()
+            .observe_commits(move |took| commit_seconds.observe(took.as_secs_f64()));
+        log.observe_fsync(metrics.wal_fsync.clone());
+        if let Some(quota) = config.quota_bytes() {
+            metrics
+                .quota_bytes
+                .set(i64::try_from(quota).unwrap_or(i64::MAX));
+        }
 
         let lessor = Arc::new(Lessor::new(config.min_lease_ttl()));
         for lease in store.leases() {
@@ -190,7 +201,7 @@ impl Server {
         let router = Router::new(raft.clone(), member_id, peers.clone());
         let ctx = Arc::new(Ctx {
             ids: crate::ids::IdGenerator::new(member_id),
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             watch: crate::watch::WatchHub::new(store.clone()),
             config: config.clone(),
             store,
@@ -250,6 +261,10 @@ impl Server {
         tasks.push(tokio::spawn(snapshot_by_count(
             ctx.clone(),
             applier,
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(count_leader_changes(
+            ctx.clone(),
             shutdown_rx.clone(),
         )));
         let (removed_tx, removed) = tokio::sync::watch::channel(false);
@@ -517,6 +532,24 @@ async fn watch_removal(
             );
             let _ = removed.send(true);
             return;
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// `etcd_server_leader_changes_seen_total`: as etcd, every time this member learns of a
+/// leader other than the last one it knew (the first leader counts).
+async fn count_leader_changes(ctx: Arc<Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut metrics = ctx.raft.metrics();
+    let mut last = None;
+    loop {
+        let leader = metrics.borrow().current_leader;
+        if leader.is_some() && leader != last {
+            ctx.metrics.leader_changes.inc();
+            last = leader;
         }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },

@@ -121,6 +121,9 @@ async fn three_members_replicate_survive_leader_kill_and_catch_up() {
     }
     let new_leader = cluster.leader().await;
     assert_ne!(new_leader, leader);
+    // The survivor saw at least two leaders: the first one and the new one.
+    let endpoint = cluster.members[survivor].endpoint();
+    assert!(metric(&endpoint, "etcd_server_leader_changes_seen_total") >= 2);
 
     // The old leader comes back as a follower and catches up.
     cluster.members[leader].restart();
@@ -666,4 +669,23 @@ async fn strict_reconfig_check_counts_members_that_have_not_started() {
     let list = c.member_list().await.expect("member list");
     assert_eq!(list.members().len(), 3);
     put_retrying(&mut c, "k", "v").await;
+}
+
+/// A value of the member's `/metrics`.
+fn metric(endpoint: &str, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(endpoint).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in:\n{text}"))
 }

@@ -731,6 +731,8 @@ async fn metrics_count_like_etcd() {
         r#"grpc_server_handled_total{grpc_code="Canceled",grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"} 3"#.to_owned(),
         r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"} 4"#.to_owned(),
         r#"grpc_server_started_total{grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 1"#.to_owned(),
+        "etcd_server_leader_changes_seen_total 1".to_owned(),
+        "etcd_server_quota_backend_bytes 2147483648".to_owned(),
     ];
     // The server learns of the abandoned streams asynchronously: poll for a while.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -748,6 +750,27 @@ async fn metrics_count_like_etcd() {
             "missing {missing:?} in:\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The log synced each write before it was acknowledged, and the engine committed them
+    // (in the background, every 100 ms) by now or soon.
+    let count = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in:\n{text}"))
+    };
+    let text = get(&r, "/metrics").text();
+    assert!(count(&text, "etcd_disk_wal_fsync_duration_seconds_count") >= 7);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(
+        &get(&r, "/metrics").text(),
+        "etcd_disk_backend_commit_duration_seconds_count",
+    ) == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no backend commit observed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A refused call counts with its code (the empty key: InvalidArgument).
     assert!(c.get("", None).await.is_err());

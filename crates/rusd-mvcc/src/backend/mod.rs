@@ -174,7 +174,12 @@ struct Inner {
     live_bytes: AtomicU64,
     /// First fatal I/O failure; every later write fails with it.
     poisoned: Mutex<Option<String>>,
+    /// Told how long each background commit took (see [`Backend::observe_commits`]).
+    commit_observer: std::sync::OnceLock<CommitObserver>,
 }
+
+/// A function told the duration of each durable commit.
+type CommitObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 /// The storage backend. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Backend {
@@ -223,6 +228,7 @@ impl Backend {
             signal: Mutex::new(Signal::default()),
             wake: Condvar::new(),
             poisoned: Mutex::new(None),
+            commit_observer: std::sync::OnceLock::new(),
             live_bytes,
         });
         let worker = inner.clone();
@@ -330,6 +336,14 @@ impl Backend {
         &self.inner.config.path
     }
 
+    /// Calls `observer` with the duration of every later background commit (writing the
+    /// pending writes into the database and syncing it: etcd's backend commit, which
+    /// monitoring watches as `etcd_disk_backend_commit_duration_seconds`). The first call
+    /// wins; later ones are ignored.
+    pub fn observe_commits(&self, observer: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.inner.commit_observer.set(Box::new(observer));
+    }
+
     /// `Ok` unless an earlier I/O failure poisoned the backend or it was closed.
     ///
     /// # Errors
@@ -426,13 +440,17 @@ impl Inner {
             frozen
         };
         let db = self.db.load_full();
+        let started = std::time::Instant::now();
         let result = write_overlays(
             &db,
             &frozen,
             Durability::Immediate,
             LiveBytes::Track(&self.live_bytes),
-        )
-        .and_then(|()| Snapshot::new(&db));
+        );
+        if let (Ok(()), Some(observe)) = (&result, self.commit_observer.get()) {
+            observe(started.elapsed());
+        }
+        let result = result.and_then(|()| Snapshot::new(&db));
         let snapshot = match result {
             Ok(snapshot) => Arc::new(snapshot),
             Err(e) => {

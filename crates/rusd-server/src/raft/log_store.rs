@@ -121,6 +121,11 @@ impl LogStore {
         })
     }
 
+    /// Records the duration of every later log fdatasync in `histogram`.
+    pub fn observe_fsync(&self, histogram: prometheus::Histogram) {
+        self.writer.observe_fsync(histogram);
+    }
+
     /// The (member id, cluster id) saved by [`LogStore::save_identity`].
     ///
     /// # Errors

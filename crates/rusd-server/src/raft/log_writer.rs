@@ -10,8 +10,8 @@
 //! syncs once, and fires the callbacks in order.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::{mpsc, OnceLock};
 
 use openraft::storage::LogFlushed;
 use openraft::Entry;
@@ -100,6 +100,9 @@ enum Job {
 pub struct LogWriter {
     jobs: mpsc::Sender<Job>,
     tail: Arc<Mutex<Tail>>,
+    /// Where each fdatasync's duration goes (`etcd_disk_wal_fsync_duration_seconds`), once
+    /// the server has its metrics.
+    fsync_seconds: Arc<OnceLock<prometheus::Histogram>>,
 }
 
 impl LogWriter {
@@ -107,11 +110,21 @@ impl LogWriter {
     pub fn start(wal: Arc<Mutex<SegmentLog>>) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel();
         let tail = Arc::new(Mutex::new(Tail::default()));
-        let shared = tail.clone();
+        let fsync_seconds = Arc::new(OnceLock::new());
+        let (shared, observed) = (tail.clone(), fsync_seconds.clone());
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || run(&wal, &rx, &shared))?;
-        Ok(Self { jobs, tail })
+            .spawn(move || run(&wal, &rx, &shared, &observed))?;
+        Ok(Self {
+            jobs,
+            tail,
+            fsync_seconds,
+        })
+    }
+
+    /// Records the duration of every later fdatasync in `histogram` (the first call wins).
+    pub fn observe_fsync(&self, histogram: prometheus::Histogram) {
+        let _ = self.fsync_seconds.set(histogram);
     }
 
     /// The entries not yet durable and the most recent durable ones.
@@ -156,13 +169,18 @@ impl LogWriter {
     }
 }
 
-fn run(wal: &Mutex<SegmentLog>, rx: &mpsc::Receiver<Job>, tail: &Mutex<Tail>) {
+fn run(
+    wal: &Mutex<SegmentLog>,
+    rx: &mpsc::Receiver<Job>,
+    tail: &Mutex<Tail>,
+    fsync_seconds: &OnceLock<prometheus::Histogram>,
+) {
     let mut jobs = Vec::new();
     let mut batch = Batch::default();
     while let Ok(job) = rx.recv() {
         jobs.push(job);
         jobs.extend(rx.try_iter());
-        let result = commit(wal, &jobs, &mut batch);
+        let result = commit(wal, &jobs, &mut batch, fsync_seconds);
         let mut upto = None;
         for job in jobs.drain(..) {
             match job {
@@ -182,7 +200,12 @@ fn run(wal: &Mutex<SegmentLog>, rx: &mpsc::Receiver<Job>, tail: &Mutex<Tail>) {
 }
 
 /// Writes every queued append with one write call and one `fdatasync`.
-fn commit(wal: &Mutex<SegmentLog>, jobs: &[Job], batch: &mut Batch) -> Result<(), String> {
+fn commit(
+    wal: &Mutex<SegmentLog>,
+    jobs: &[Job],
+    batch: &mut Batch,
+    fsync_seconds: &OnceLock<prometheus::Histogram>,
+) -> Result<(), String> {
     batch.clear();
     for job in jobs {
         let Job::Append(entries, _) = job else {
@@ -201,10 +224,15 @@ fn commit(wal: &Mutex<SegmentLog>, jobs: &[Job], batch: &mut Batch) -> Result<()
     }
     let pending = wal.lock().write(batch).map_err(|e| e.to_string())?;
     // Outside the lock: readers of older entries need not wait for the disk.
-    pending.sync().map_err(|e| {
+    let started = std::time::Instant::now();
+    let synced = pending.sync().map_err(|e| {
         wal.lock().poison();
         e.to_string()
-    })
+    });
+    if let Some(histogram) = fsync_seconds.get() {
+        histogram.observe(started.elapsed().as_secs_f64());
+    }
+    synced
 }
 
 #[cfg(test)]
