@@ -77,11 +77,7 @@ pub fn router(ctx: Arc<Ctx>) -> axum::Router {
         .prepare()
         .into_axum_router()
         // Innermost, as etcd's go-grpc-prometheus interceptors run after its own checks.
-        .layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                crate::grpc::server_metrics::count(counters.clone(), request, next)
-            },
-        ))
+        .layer(crate::grpc::server_metrics::CountLayer::new(counters))
         .layer(MessageLimitLayer::new(limit))
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {

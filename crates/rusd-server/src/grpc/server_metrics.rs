@@ -10,13 +10,16 @@
 //! unknown methods are not counted. The per-message counters (`grpc_server_msg_*_total`) are
 //! not kept.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::BodyExt;
-use std::collections::HashMap;
+use tower::{Layer, Service};
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
@@ -205,29 +208,81 @@ impl Drop for Handled {
     }
 }
 
-/// Middleware for the gRPC routes: see the module documentation.
-pub async fn count(counters: Arc<GrpcCounters>, request: Request, next: Next) -> Response {
-    let Some(method) = counters.by_path.get(request.uri().path()).cloned() else {
-        return next.run(request).await;
-    };
-    method.started.inc();
-    let mut handled = Handled {
-        counters: method,
-        done: false,
-    };
-    let response = next.run(request).await;
-    if let Some(code) = status_in(response.headers()) {
-        handled.record(code);
-        return response;
+/// Counts the calls of the service it wraps: see the module documentation.
+///
+/// Performance: a tower layer rather than `axum::middleware::from_fn`, which clones and
+/// boxes the inner service on every call. Linearizable reads, 64 clients, medians of 4
+/// alternating runs: 45.8k/s through `from_fn`, 48.8k/s with this layer, 51.6k/s before the
+/// gRPC metrics existed (the rest of the cost is the body wrapper that reads the trailers).
+#[derive(Clone)]
+pub struct CountLayer {
+    counters: Arc<GrpcCounters>,
+}
+
+impl CountLayer {
+    /// A layer counting into `counters`.
+    pub fn new(counters: Arc<GrpcCounters>) -> Self {
+        Self { counters }
     }
-    response.map(|body| {
-        axum::body::Body::new(body.map_frame(move |frame| {
-            if let Some(code) = frame.trailers_ref().and_then(status_in) {
+}
+
+impl<S> Layer<S> for CountLayer {
+    type Service = Count<S>;
+
+    fn layer(&self, inner: S) -> Count<S> {
+        Count {
+            inner,
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+/// The service of [`CountLayer`].
+#[derive(Clone)]
+pub struct Count<S> {
+    inner: S,
+    counters: Arc<GrpcCounters>,
+}
+
+impl<S> Service<Request> for Count<S>
+where
+    S: Service<Request, Response = Response>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let Some(method) = self.counters.by_path.get(request.uri().path()).cloned() else {
+            return Box::pin(self.inner.call(request));
+        };
+        method.started.inc();
+        let mut handled = Handled {
+            counters: method,
+            done: false,
+        };
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            if let Some(code) = status_in(response.headers()) {
                 handled.record(code);
+                return Ok(response);
             }
-            frame
-        }))
-    })
+            Ok(response.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    if let Some(code) = frame.trailers_ref().and_then(status_in) {
+                        handled.record(code);
+                    }
+                    frame
+                }))
+            }))
+        })
+    }
 }
 
 #[cfg(test)]
