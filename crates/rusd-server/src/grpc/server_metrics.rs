@@ -213,7 +213,8 @@ impl Drop for Handled {
 /// Performance: a tower layer rather than `axum::middleware::from_fn`, which clones and
 /// boxes the inner service on every call. Linearizable reads, 64 clients, medians of 4
 /// alternating runs: 45.8k/s through `from_fn`, 48.8k/s with this layer, 51.6k/s before the
-/// gRPC metrics existed (the rest of the cost is the body wrapper that reads the trailers).
+/// gRPC metrics existed; a second series (this layer, no layer, before) gave 46.2k, 47.7k
+/// and 46.5k/s, i.e. the layer's cost is within this machine's noise.
 #[derive(Clone)]
 pub struct CountLayer {
     counters: Arc<GrpcCounters>,
