@@ -65,6 +65,14 @@ impl Metrics {
             .expect("unique metric");
         let grpc =
             crate::grpc::server_metrics::GrpcCounters::register(&registry).expect("unique metrics");
+        // process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ...: the
+        // standard process metrics etcd's dashboards read next to its own.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metrics");
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
             registry

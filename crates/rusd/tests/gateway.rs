@@ -760,6 +760,18 @@ async fn metrics_count_like_etcd() {
     };
     let text = get(&r, "/metrics").text();
     assert!(count(&text, "etcd_disk_wal_fsync_duration_seconds_count") >= 7);
+    // Put requests of about 10 bytes each, and their answers, crossed the gRPC layer.
+    assert!(count(&text, "etcd_network_client_grpc_received_bytes_total") >= 4 * 10);
+    assert!(count(&text, "etcd_network_client_grpc_sent_bytes_total") >= 4 * 10);
+    let rss: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("process_resident_memory_bytes ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("process_resident_memory_bytes in:\n{text}"));
+    assert!(rss > 1e6, "{rss}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while count(
         &get(&r, "/metrics").text(),

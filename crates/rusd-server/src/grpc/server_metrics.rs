@@ -145,6 +145,11 @@ struct MethodCounters {
 /// go-grpc-prometheus' `Register` makes them for etcd.
 pub struct GrpcCounters {
     by_path: HashMap<String, Arc<MethodCounters>>,
+    /// `etcd_network_client_grpc_received_bytes_total`: request message frames (each message
+    /// with its 5-byte prefix; etcd counts the messages alone).
+    received: IntCounter,
+    /// `etcd_network_client_grpc_sent_bytes_total`: response message frames, likewise.
+    sent: IntCounter,
 }
 
 impl GrpcCounters {
@@ -182,7 +187,22 @@ impl GrpcCounters {
                 by_path.insert(format!("/{service}/{method}"), Arc::new(counters));
             }
         }
-        Ok(Self { by_path })
+        let bytes = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(Self {
+            by_path,
+            received: bytes(
+                "etcd_network_client_grpc_received_bytes_total",
+                "The total number of bytes received from grpc clients.",
+            )?,
+            sent: bytes(
+                "etcd_network_client_grpc_sent_bytes_total",
+                "The total number of bytes sent to grpc clients.",
+            )?,
+        })
     }
 }
 
@@ -267,6 +287,15 @@ where
             counters: method,
             done: false,
         };
+        let (received, sent) = (self.counters.received.clone(), self.counters.sent.clone());
+        let request = request.map(|body| {
+            axum::body::Body::new(body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    received.inc_by(data.len() as u64);
+                }
+                frame
+            }))
+        });
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
@@ -276,6 +305,9 @@ where
             }
             Ok(response.map(|body| {
                 axum::body::Body::new(body.map_frame(move |frame| {
+                    if let Some(data) = frame.data_ref() {
+                        sent.inc_by(data.len() as u64);
+                    }
                     if let Some(code) = frame.trailers_ref().and_then(status_in) {
                         handled.record(code);
                     }
