@@ -144,6 +144,13 @@ impl ServerConfig {
         }
     }
 
+    /// The stream limit of `--max-concurrent-streams`, `None` for no limit: etcd's default
+    /// (`math.MaxUint32`) and 0 (grpc-go's "unset") mean none.
+    pub fn stream_limit(&self) -> Option<u32> {
+        self.max_concurrent_streams
+            .filter(|&n| n != 0 && n != u32::MAX)
+    }
+
     /// The shortest lease TTL: ceil(1.5 x election timeout) in seconds (2 s by default).
     pub fn min_lease_ttl(&self) -> i64 {
         let ms = self.election_timeout.as_millis() as i64 * 3 / 2;
@@ -214,6 +221,21 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etcd_default_and_zero_streams_mean_no_limit() {
+        let limit = |n| {
+            ServerConfig {
+                max_concurrent_streams: n,
+                ..ServerConfig::default()
+            }
+            .stream_limit()
+        };
+        assert_eq!(limit(None), None);
+        assert_eq!(limit(Some(0)), None);
+        assert_eq!(limit(Some(u32::MAX)), None);
+        assert_eq!(limit(Some(3)), Some(3));
+    }
 
     #[test]
     fn etcd_defaults() {

@@ -15,14 +15,8 @@ use tower::ServiceExt;
 use crate::auth::ClientCertName;
 use crate::tls::listener::Listener;
 
-/// The HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` a server announces for `--max-concurrent-streams`:
-/// etcd's default (`math.MaxUint32`) and 0 (grpc-go's "unset") mean no limit.
-#[must_use]
-pub fn stream_limit(max_concurrent_streams: Option<u32>) -> Option<u32> {
-    max_concurrent_streams.filter(|&n| n != 0 && n != u32::MAX)
-}
-
-/// Serves `router` on `listener` until `stop` turns true, then lets open connections finish
+/// Serves `router` on `listener` (HTTP/2 streams per connection held to
+/// `max_concurrent_streams`) until `stop` turns true, then lets open connections finish
 /// their requests (HTTP/2 clients get a GOAWAY) and returns when they have.
 ///
 /// Every request carries [`ConnectInfo<ClientCertName>`] for `--client-cert-auth`.
@@ -38,11 +32,10 @@ pub async fn serve(
         .max_concurrent_streams(max_concurrent_streams);
     let graceful = GracefulShutdown::new();
     loop {
-        let conn = tokio::select! {
+        let (io, _remote) = tokio::select! {
             conn = listener.accept() => conn,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let (io, _remote) = conn;
         let cert = ClientCertName::of(&io);
         let service =
             router
@@ -66,17 +59,4 @@ pub async fn serve(
     // Closes the listening socket before waiting for the open connections.
     drop(listener);
     graceful.shutdown().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etcd_default_and_zero_mean_no_limit() {
-        assert_eq!(stream_limit(None), None);
-        assert_eq!(stream_limit(Some(0)), None);
-        assert_eq!(stream_limit(Some(u32::MAX)), None);
-        assert_eq!(stream_limit(Some(3)), Some(3));
-    }
 }

@@ -30,7 +30,9 @@ pub struct Metrics {
     /// `etcd_debugging_mvcc_watcher_total`.
     pub watchers: IntGauge,
     /// `etcd_mvcc_{range,put,delete,txn}_total`, mirrored from the store's totals.
-    pub mvcc_ops: [IntCounter; 4],
+    /// The mirror is brought up to date under this lock, one scrape at a time (two scrapes
+    /// adding the same difference would count it twice).
+    pub mvcc_ops: std::sync::Arc<parking_lot::Mutex<[IntCounter; 4]>>,
     /// `grpc_server_started_total` and `grpc_server_handled_total` (go-grpc-prometheus).
     pub grpc: std::sync::Arc<crate::grpc::server_metrics::GrpcCounters>,
     /// `etcd_disk_wal_fsync_duration_seconds`: the Raft log's fdatasyncs.
@@ -182,7 +184,7 @@ impl Metrics {
             ),
             keys_total: gauge("etcd_debugging_mvcc_keys_total", "Total number of keys."),
             watchers: gauge("etcd_debugging_mvcc_watcher_total", "Watchers."),
-            mvcc_ops,
+            mvcc_ops: std::sync::Arc::new(parking_lot::Mutex::new(mvcc_ops)),
             grpc: std::sync::Arc::new(grpc),
             wal_fsync,
             backend_commit,

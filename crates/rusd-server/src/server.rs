@@ -230,12 +230,8 @@ impl Server {
             &config.listen_peer_tls,
             tls.peer.as_ref(),
         ) {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr, source })?;
             let served = accept.describe();
-            let listener = crate::tls::listener::Listener::new(listener, accept, "peer")
-                .map_err(|source| StartError::Listen { addr, source })?;
+            let listener = bind(addr, accept, "peer").await?;
             tracing::info!(peer_listener = %addr, served, "listening for peers");
             let router = crate::grpc::peer::router(ctx.clone());
             tasks.push(tokio::spawn(crate::http_serve::serve(
@@ -280,24 +276,18 @@ impl Server {
             &config.listen_client_tls,
             tls.client.as_ref(),
         ) {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| StartError::Listen { addr, source })?;
-            client_addrs.push(bound);
             let secure = accept.tls.is_some();
             let served = accept.describe();
             // TCP_NODELAY is set on every accepted connection (see the listener).
-            let listener = crate::tls::listener::Listener::new(listener, accept, "client")
-                .map_err(|source| StartError::Listen { addr, source })?;
+            let listener = bind(addr, accept, "client").await?;
+            let bound = listener.local_addr();
+            client_addrs.push(bound);
             // Each connection's client certificate name is kept for `--client-cert-auth`.
             let router = crate::router::router(ctx.clone());
             tasks.push(tokio::spawn(crate::http_serve::serve(
                 listener,
                 router,
-                crate::http_serve::stream_limit(config.max_concurrent_streams),
+                config.stream_limit(),
                 shutdown_rx.clone(),
             )));
             if secure {
@@ -317,12 +307,8 @@ impl Server {
             &config.listen_metrics_tls,
             tls.client.as_ref(),
         ) {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr, source })?;
             let served = accept.describe();
-            let listener = crate::tls::listener::Listener::new(listener, accept, "metrics")
-                .map_err(|source| StartError::Listen { addr, source })?;
+            let listener = bind(addr, accept, "metrics").await?;
             let router = crate::gateway::metrics_routes(ctx.clone());
             tasks.push(tokio::spawn(crate::http_serve::serve(
                 listener,
@@ -372,6 +358,20 @@ impl Server {
         let store = self.ctx.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
+}
+
+/// Binds `addr` and starts accepting plain or TLS connections on it as `accept` says (`what`
+/// names the listener in logs).
+async fn bind(
+    addr: std::net::SocketAddr,
+    accept: crate::tls::listener::Accept,
+    what: &'static str,
+) -> Result<crate::tls::listener::Listener, StartError> {
+    let tcp = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    crate::tls::listener::Listener::new(tcp, accept, what)
+        .map_err(|source| StartError::Listen { addr, source })
 }
 
 /// The members of `--initial-cluster`, by id (a member may have several peer URLs).

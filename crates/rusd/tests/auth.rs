@@ -39,6 +39,21 @@ fn get_key(key: &str) -> pb::RangeRequest {
     }
 }
 
+/// A token for `name` from Authenticate on the member at `url` (raw gRPC).
+async fn token_of(url: String, name: &str, password: &str) -> String {
+    pb::auth_client::AuthClient::connect(url)
+        .await
+        .expect("connect")
+        .authenticate(pb::AuthenticateRequest {
+            name: name.into(),
+            password: password.into(),
+        })
+        .await
+        .expect("authenticate")
+        .into_inner()
+        .token
+}
+
 async fn login(r: &Rusd, user: &str, password: &str) -> Result<Client, etcd_client::Error> {
     Client::connect(
         [r.endpoint.as_str()],
@@ -176,18 +191,7 @@ async fn permissions_are_checked_on_every_kind_of_request() {
 async fn watches_of_forbidden_ranges_are_refused_and_tokens_die_with_their_user() {
     let r = Rusd::start(&[]);
     set_up(&r).await;
-    let mut a = pb::auth_client::AuthClient::connect(r.url())
-        .await
-        .expect("connect");
-    let token = a
-        .authenticate(pb::AuthenticateRequest {
-            name: "u".into(),
-            password: "upw".into(),
-        })
-        .await
-        .expect("authenticate")
-        .into_inner()
-        .token;
+    let token = token_of(r.url(), "u", "upw").await;
     assert!(token.contains('.'), "simple token {token}");
 
     let mut w = pb::watch_client::WatchClient::connect(r.url())
@@ -256,18 +260,7 @@ async fn jwt_tokens_carry_the_user_and_auth_revision() {
     );
     let r = Rusd::start(&[flag.as_str()]);
     set_up(&r).await;
-    let mut a = pb::auth_client::AuthClient::connect(r.url())
-        .await
-        .expect("connect");
-    let token = a
-        .authenticate(pb::AuthenticateRequest {
-            name: "u".into(),
-            password: "upw".into(),
-        })
-        .await
-        .expect("authenticate")
-        .into_inner()
-        .token;
+    let token = token_of(r.url(), "u", "upw").await;
     assert_eq!(token.matches('.').count(), 2, "a JWT: {token}");
     let mut kv = pb::kv_client::KvClient::connect(r.url())
         .await
@@ -310,18 +303,7 @@ async fn tokens_and_permissions_hold_on_every_member_of_a_cluster() {
     admin.auth_enable().await.expect("enable");
 
     let url = |i: usize| format!("http://{}", cluster.members[i].endpoint());
-    let mut a = pb::auth_client::AuthClient::connect(url(follower))
-        .await
-        .expect("connect");
-    let token = a
-        .authenticate(pb::AuthenticateRequest {
-            name: "u".into(),
-            password: "upw".into(),
-        })
-        .await
-        .expect("authenticate on a follower")
-        .into_inner()
-        .token;
+    let token = token_of(url(follower), "u", "upw").await;
     for i in [other, leader, follower] {
         let mut kv = pb::kv_client::KvClient::connect(url(i))
             .await

@@ -57,9 +57,9 @@ pub(crate) fn refresh(ctx: &Ctx) {
     // Live keys, as etcd's gauge (incremented on a key's creation, decremented on its delete).
     m.keys_total
         .set(i64::try_from(ctx.store.live_key_count()).unwrap_or(i64::MAX));
+    let mirror = m.mvcc_ops.lock();
     let ops = ctx.store.op_counts();
-    for (counter, total) in m
-        .mvcc_ops
+    for (counter, total) in mirror
         .iter()
         .zip([ops.ranges, ops.puts, ops.deletes, ops.txns])
     {

@@ -83,7 +83,7 @@ pub fn routes(ctx: Arc<Ctx>) -> Router {
     let api = auth::routes(api, &ctx);
     let api = lock::routes(api, &ctx);
     let api = election::routes(api, &ctx);
-    let streams = crate::http_serve::stream_limit(ctx.config.max_concurrent_streams);
+    let streams = ctx.config.stream_limit();
     let health_ctx = ctx.clone();
     let metrics_ctx = ctx;
     limit_calls(api.router, streams)
