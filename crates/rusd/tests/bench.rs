@@ -333,7 +333,16 @@ fn rate_and_duration_bound_the_run() {
         ],
     );
     let requests = j["requests"].as_u64().expect("requests");
-    assert!((10..=17).contains(&requests), "{j}");
+    // The rate caps the count: 50/s for 0.3 s is 15 slots.
+    assert!(requests <= 17, "{j}");
+    let seconds = j["seconds"].as_f64().expect("seconds");
+    let slowest = j["latency_us"]["max"].as_f64().expect("max latency") / 1e6;
+    assert!(seconds >= 0.29 && seconds <= 0.3 + slowest + 0.2, "{j}");
+    // The pacing keeps up with the rate unless the server itself is slow: a loaded machine's
+    // 200 ms fsync leaves a client fewer slots (seen once in CI: 9 requests, max 201 ms).
+    if slowest < 0.02 {
+        assert!(requests >= 10, "{j}");
+    }
 }
 
 #[test]
