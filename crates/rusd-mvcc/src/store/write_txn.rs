@@ -283,8 +283,10 @@ impl<'a> WriteTxn<'a> {
             self.lease_ops.push(LeaseOp::Attach(req.key.clone(), lease));
         }
         // A watcher's prev_kv is the key at mod_revision - 1, i.e. before this txn; none for a
-        // creation.
-        let event_prev = if !self.want_prev || self.events.is_none() || latest_at.is_none() {
+        // creation, which is any put whose generation began in this txn (etcd's IsCreateEvent:
+        // create_revision == mod_revision), even one after an earlier put of this txn.
+        let creates = create_revision == rev.main;
+        let event_prev = if !self.want_prev || self.events.is_none() || creates {
             None
         } else if written_in_txn {
             self.base_kv(&req.key)?
