@@ -70,6 +70,10 @@ def dir_bytes(path):
     return total
 
 
+# Extra `rusd serve` flags (`--rusd-arg`), e.g. `--worker-threads=1`.
+RUSD_ARGS = []
+
+
 class Server:
     """One etcd or rusd process on random 127.0.0.1 ports."""
 
@@ -107,6 +111,8 @@ class Server:
             # 1M keys of 256 bytes exceed neither, but the default quota is 2 GiB for both.
             "--quota-backend-bytes", str(8 * 1024**3),
         ]
+        if self.kind == "rusd":
+            args += RUSD_ARGS
         log = open(Path(self.data_dir).parent / f"{self.kind}.log", "ab")
         started = time.monotonic()
         self.proc = subprocess.Popen(args, stdout=log, stderr=log)
@@ -286,6 +292,8 @@ def report(results, args, machine):
         f"Rounds: {args.rounds} ({'quick' if args.quick else 'full'} sizes); medians over "
         "rounds; etcd and rusd alternate first. Client: `rusd bench` for both.",
         "",
+        f"rusd's extra flags: {' '.join(args.rusd_arg) or 'none'}.",
+        "",
         f"Machine: {machine}",
         "",
         "| workload | etcd req/s | rusd req/s | ratio | etcd p50 / p99 ms | rusd p50 / p99 ms "
@@ -333,7 +341,10 @@ def main():
     ap.add_argument("--no-load", action="store_true", help="skip the 1M-key phase")
     ap.add_argument("--out", default=str(ROOT / "target/bench/compare.md"))
     ap.add_argument("--tmp", default=None, help="where data directories go (default: /tmp)")
+    ap.add_argument("--rusd-arg", action="append", default=[],
+                    help="an extra flag for `rusd serve` (repeatable), e.g. --rusd-arg=--worker-threads=1")
     args = ap.parse_args()
+    RUSD_ARGS.extend(args.rusd_arg)
     if not Path(args.rusd).exists() or args.rusd == str(ROOT / "target/release/rusd"):
         subprocess.run(["cargo", "build", "--release", "-p", "rusd"], cwd=ROOT, check=True)
     if not Path(args.etcd).exists():

@@ -38,6 +38,7 @@ sys.dont_write_bytecode = True  # no bench/__pycache__ in the tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import (  # noqa: E402
     ROOT,
+    RUSD_ARGS,
     bench,
     cpu_seconds,
     fmt,
@@ -137,6 +138,8 @@ class Cluster:
                 "--initial-cluster-token", token,
                 "--initial-cluster-state", "new",
             ]
+            if self.kind == "rusd":
+                args += RUSD_ARGS
             log = open(self.logs[i], "ab")
             self.procs[i] = subprocess.Popen(args, stdout=log, stderr=log,
                                              stdin=subprocess.DEVNULL)
@@ -435,7 +438,11 @@ def main():
                          "nextest or go process to be running (0: do not wait)")
     ap.add_argument("--out", default=str(ROOT / "target/bench/compare-cluster.md"))
     ap.add_argument("--tmp", default=None, help="where data directories go (default: /tmp)")
+    ap.add_argument("--rusd-arg", action="append", default=[],
+                    help="an extra flag for every rusd member (repeatable), e.g. "
+                    "--rusd-arg=--worker-threads=1")
     args = ap.parse_args()
+    RUSD_ARGS.extend(args.rusd_arg)
     command = " ".join(["python3", "bench/compare_cluster.py"] + sys.argv[1:])
     if args.rusd is None:
         args.rusd = str(ROOT / "target/release/rusd")

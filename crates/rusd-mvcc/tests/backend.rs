@@ -180,3 +180,28 @@ fn commit_observer_hears_every_commit() {
     store.flush().expect("flush");
     assert_eq!(commits.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn write_room_shrinks_with_pending_writes_and_returns_after_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = rusd_mvcc::BackendConfig::new(dir.path().join("db"));
+    config.max_pending_bytes = 10_000;
+    // No background commit during the test.
+    config.batch_limit = usize::MAX;
+    config.batch_interval = std::time::Duration::from_secs(3600);
+    let backend = Backend::open(config).unwrap();
+    assert_eq!(backend.write_room(), 10_000);
+    let mut batch = rusd_mvcc::WriteBatch::new();
+    batch.put(Table::Kv, b"key".to_vec(), vec![0u8; 933]);
+    backend.apply(batch).unwrap();
+    // Key, value and 64 bytes of overhead.
+    assert_eq!(backend.write_room(), 10_000 - 1_000);
+    for _ in 0..9 {
+        let mut batch = rusd_mvcc::WriteBatch::new();
+        batch.put(Table::Kv, b"key".to_vec(), vec![0u8; 933]);
+        backend.apply(batch).unwrap();
+    }
+    assert_eq!(backend.write_room(), 0);
+    backend.flush().unwrap();
+    assert_eq!(backend.write_room(), 10_000);
+}

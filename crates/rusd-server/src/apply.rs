@@ -406,6 +406,27 @@ fn fill_revision(output: Output, revision: i64) -> Output {
     }
 }
 
+/// An applier over a fresh store opened with `config`, for tests.
+#[cfg(test)]
+pub(crate) fn test_applier(config: rusd_mvcc::StoreConfig) -> Applier {
+    let store = MvccStore::open(config).expect("open");
+    let auth = Arc::new(
+        AuthStore::load(
+            &store,
+            crate::auth::Tokens::simple(std::time::Duration::from_secs(300)),
+        )
+        .expect("auth"),
+    );
+    Applier {
+        applied_requests: Default::default(),
+        before_batch: Default::default(),
+        store,
+        lessor: Arc::new(Lessor::new(1)),
+        alarms: Arc::new(Alarms::default()),
+        auth,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,24 +434,8 @@ mod tests {
 
     fn applier() -> (Applier, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            MvccStore::open(rusd_mvcc::StoreConfig::new(dir.path().join("db"))).expect("open");
-        let auth = Arc::new(
-            AuthStore::load(
-                &store,
-                crate::auth::Tokens::simple(std::time::Duration::from_secs(300)),
-            )
-            .expect("auth"),
-        );
-        let applier = Applier {
-            applied_requests: Default::default(),
-            before_batch: Default::default(),
-            store,
-            lessor: Arc::new(Lessor::new(1)),
-            alarms: Arc::new(Alarms::default()),
-            auth,
-        };
-        (applier, dir)
+        let config = rusd_mvcc::StoreConfig::new(dir.path().join("db"));
+        (test_applier(config), dir)
     }
 
     fn put(k: &str) -> Op {

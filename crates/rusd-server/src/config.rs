@@ -17,6 +17,14 @@ pub enum AutoCompaction {
     Revision(i64),
 }
 
+/// The socket path of a `unix://` URL: what follows the scheme, as etcd takes the URL's host
+/// (`unix://etcd.unix:1` is the file `etcd.unix:1` in the working directory) or, with an
+/// absolute path, the path (`unix:///run/rusd.sock`). `None` for another scheme or no path.
+pub fn unix_socket_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("unix://")?.trim_end_matches('/');
+    (!rest.is_empty()).then(|| PathBuf::from(rest))
+}
+
 /// Everything the server needs to start.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -31,6 +39,8 @@ pub struct ServerConfig {
     /// Client listeners serving TLS (`https://` in `--listen-client-urls`). An address in both
     /// `listen_client` and here serves both on one port.
     pub listen_client_tls: Vec<SocketAddr>,
+    /// Unix socket paths clients connect to (`unix://` in `--listen-client-urls`), plaintext.
+    pub listen_client_unix: Vec<PathBuf>,
     /// Listeners serving only `/metrics` and `/health` (`--listen-metrics-urls`, `http://`).
     pub listen_metrics: Vec<SocketAddr>,
     /// The `https://` ones (served with the client TLS files).
@@ -42,6 +52,8 @@ pub struct ServerConfig {
     pub listen_peer: Vec<SocketAddr>,
     /// Peer listeners serving TLS (`https://` in `--listen-peer-urls`).
     pub listen_peer_tls: Vec<SocketAddr>,
+    /// Unix socket paths peers connect to (`unix://` in `--listen-peer-urls`), plaintext.
+    pub listen_peer_unix: Vec<PathBuf>,
     /// Peer TLS, for the peer listeners and for dialling `https://` peers (`--peer-cert-file`,
     /// `--peer-key-file`, `--peer-trusted-ca-file`, `--peer-client-cert-auth`,
     /// `--peer-auto-tls`, `--peer-crl-file`).
@@ -97,11 +109,13 @@ impl Default for ServerConfig {
             listen_client: vec![SocketAddr::from(([127, 0, 0, 1], 2379))],
             advertise_client_urls: vec!["http://localhost:2379".into()],
             listen_client_tls: Vec::new(),
+            listen_client_unix: Vec::new(),
             listen_metrics: Vec::new(),
             listen_metrics_tls: Vec::new(),
             client_tls: TlsSettings::default(),
             listen_peer: vec![SocketAddr::from(([127, 0, 0, 1], 2380))],
             listen_peer_tls: Vec::new(),
+            listen_peer_unix: Vec::new(),
             peer_tls: TlsSettings::default(),
             cipher_suites: Vec::new(),
             advertise_peer_urls: vec!["http://localhost:2380".into()],

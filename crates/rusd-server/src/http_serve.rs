@@ -32,7 +32,7 @@ pub async fn serve(
         .max_concurrent_streams(max_concurrent_streams);
     let graceful = GracefulShutdown::new();
     loop {
-        let (io, _remote) = tokio::select! {
+        let io = tokio::select! {
             conn = listener.accept() => conn,
             _ = stop.wait_for(|s| *s) => break,
         };

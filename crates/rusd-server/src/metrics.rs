@@ -15,8 +15,11 @@ pub struct Metrics {
     pub proposals_committed: IntGauge,
     /// `etcd_server_proposals_applied_total`.
     pub proposals_applied: IntGauge,
-    /// `etcd_server_proposals_failed_total`.
+    /// `etcd_server_proposals_failed_total`: client writes that could not be committed
+    /// (no leader, a timeout, a stopped server), counted by the proposer.
     pub proposals_failed: IntCounter,
+    /// `etcd_server_proposals_pending`: client writes proposed and not yet applied.
+    pub proposals_pending: IntGauge,
     /// `etcd_mvcc_db_total_size_in_bytes`.
     pub db_total_size: IntGauge,
     /// `etcd_mvcc_db_total_size_in_use_in_bytes`.
@@ -166,6 +169,10 @@ impl Metrics {
                 "Consensus proposals applied.",
             ),
             proposals_failed,
+            proposals_pending: gauge(
+                "etcd_server_proposals_pending",
+                "The current number of pending proposals to commit.",
+            ),
             db_total_size: gauge(
                 "etcd_mvcc_db_total_size_in_bytes",
                 "Physically allocated size of the backend database in bytes.",

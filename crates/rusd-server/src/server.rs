@@ -42,6 +42,14 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// A Unix socket listener could not be bound.
+    #[error("listening on unix socket {}: {source}", path.display())]
+    ListenUnix {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A flag value is not usable.
     #[error("{0}")]
     Config(String),
@@ -199,6 +207,10 @@ impl Server {
         }
 
         let router = Router::new(raft.clone(), member_id, peers.clone());
+        let proposal_counters = crate::raft::proposer::ProposalCounters {
+            pending: metrics.proposals_pending.clone(),
+            failed: metrics.proposals_failed.clone(),
+        };
         let ctx = Arc::new(Ctx {
             ids: crate::ids::IdGenerator::new(member_id),
             metrics,
@@ -209,6 +221,7 @@ impl Server {
                 raft.clone(),
                 router.clone(),
                 config.election_timeout * 5,
+                proposal_counters,
             ),
             router,
             reconfig: crate::reconfig::Reconfig::default(),
@@ -225,14 +238,21 @@ impl Server {
 
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
+        let mut peer_listeners = Vec::new();
         for (addr, accept) in crate::tls::listener::addresses(
             &config.listen_peer,
             &config.listen_peer_tls,
             tls.peer.as_ref(),
         ) {
             let served = accept.describe();
-            let listener = bind(addr, accept, "peer").await?;
+            peer_listeners.push(bind(addr, accept, "peer").await?);
             tracing::info!(peer_listener = %addr, served, "listening for peers");
+        }
+        for path in &config.listen_peer_unix {
+            peer_listeners.push(bind_unix(path, "peer")?);
+            tracing::info!(peer_listener = %path.display(), "listening for peers on a unix socket");
+        }
+        for listener in peer_listeners {
             let router = crate::grpc::peer::router(ctx.clone());
             tasks.push(tokio::spawn(crate::http_serve::serve(
                 listener,
@@ -280,7 +300,7 @@ impl Server {
             let served = accept.describe();
             // TCP_NODELAY is set on every accepted connection (see the listener).
             let listener = bind(addr, accept, "client").await?;
-            let bound = listener.local_addr();
+            let bound = listener.local_addr().unwrap_or(addr);
             client_addrs.push(bound);
             // Each connection's client certificate name is kept for `--client-cert-auth`.
             let router = crate::router::router(ctx.clone());
@@ -295,6 +315,16 @@ impl Server {
             } else {
                 tracing::info!(address = %bound, "serving client traffic insecurely; this is strongly discouraged!");
             }
+        }
+        for path in &config.listen_client_unix {
+            let listener = bind_unix(path, "client")?;
+            tasks.push(tokio::spawn(crate::http_serve::serve(
+                listener,
+                crate::router::router(ctx.clone()),
+                config.stream_limit(),
+                shutdown_rx.clone(),
+            )));
+            tracing::info!(socket = %path.display(), "serving client traffic on a unix socket");
         }
         if !config.listen_metrics_tls.is_empty() && tls.client.is_none() {
             return Err(StartError::Config(
@@ -372,6 +402,17 @@ async fn bind(
         .map_err(|source| StartError::Listen { addr, source })?;
     crate::tls::listener::Listener::new(tcp, accept, what)
         .map_err(|source| StartError::Listen { addr, source })
+}
+
+/// Binds a Unix socket listener (plaintext) at `path`.
+fn bind_unix(
+    path: &std::path::Path,
+    what: &'static str,
+) -> Result<crate::tls::listener::Listener, StartError> {
+    crate::tls::listener::Listener::unix(path, what).map_err(|source| StartError::ListenUnix {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The members of `--initial-cluster`, by id (a member may have several peer URLs).

@@ -154,6 +154,11 @@ pub struct ServeFlags {
     /// Engine page cache size in bytes (rusd's own flag).
     #[arg(long, env = "RUSD_BACKEND_CACHE_BYTES", default_value_t = 256 << 20)]
     pub backend_cache_bytes: usize,
+    /// Threads that serve requests, 0 for one per CPU core (rusd's own flag). On a machine
+    /// whose cores are shared with busy clients, fewer threads than cores do more work: see
+    /// docs/benchmarks.md.
+    #[arg(long, env = "RUSD_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
     /// `debug`, `info`, `warn`, `error`.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

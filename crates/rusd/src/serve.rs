@@ -17,6 +17,8 @@ struct Listen {
     plain: Vec<SocketAddr>,
     /// From `https://` URLs.
     tls: Vec<SocketAddr>,
+    /// Socket paths from `unix://` URLs.
+    unix: Vec<PathBuf>,
     /// The URLs' hosts, for an auto-TLS certificate.
     hosts: Vec<String>,
 }
@@ -29,8 +31,13 @@ fn listen_addrs(urls: &str, flag: &str) -> anyhow::Result<Listen> {
             (rest, false)
         } else if let Some(rest) = url.strip_prefix("https://") {
             (rest, true)
-        } else if url.starts_with("unix://") || url.starts_with("unixs://") {
-            bail!("--{flag} {url}: unix sockets are not supported yet");
+        } else if url.starts_with("unix://") {
+            let path = rusd_server::config::unix_socket_path(url)
+                .ok_or_else(|| anyhow!("--{flag} {url}: no socket path"))?;
+            out.unix.push(path);
+            continue;
+        } else if url.starts_with("unixs://") {
+            bail!("--{flag} {url}: TLS on unix sockets (unixs://) is not supported yet");
         } else {
             bail!("--{flag} {url}: expected http://host:port or https://host:port");
         };
@@ -59,7 +66,7 @@ fn listen_addrs(urls: &str, flag: &str) -> anyhow::Result<Listen> {
             out.hosts.push(host.to_owned());
         }
     }
-    if out.plain.is_empty() && out.tls.is_empty() {
+    if out.plain.is_empty() && out.tls.is_empty() && out.unix.is_empty() {
         bail!("--{flag} is empty");
     }
     Ok(out)
@@ -192,6 +199,9 @@ pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
     } else {
         listen_addrs(&flags.listen_metrics_urls, "listen-metrics-urls")?
     };
+    if !metrics.unix.is_empty() {
+        bail!("--listen-metrics-urls: unix sockets are not supported there");
+    }
     let (client_tls, peer_tls) = tls_settings(flags, &client, &peer);
     Ok(ServerConfig {
         name: flags.name.clone(),
@@ -203,12 +213,14 @@ pub fn config(flags: &ServeFlags) -> anyhow::Result<ServerConfig> {
         ),
         listen_client: client.plain,
         listen_client_tls: client.tls,
+        listen_client_unix: client.unix,
         listen_metrics: metrics.plain,
         listen_metrics_tls: metrics.tls,
         client_tls,
         advertise_client_urls: urls(&flags.advertise_client_urls),
         listen_peer: peer.plain,
         listen_peer_tls: peer.tls,
+        listen_peer_unix: peer.unix,
         peer_tls,
         cipher_suites: flags
             .tls
@@ -309,10 +321,7 @@ pub fn run(flags: ServeFlags) -> anyhow::Result<()> {
         rusd_version = rusd_server::VERSION_RUSD,
         "starting rusd"
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("rusd")
-        .build()?;
+    let runtime = runtime(flags.worker_threads)?;
     runtime.block_on(async {
         let server = Server::start(config).await?;
         tokio::select! {
@@ -325,6 +334,16 @@ pub fn run(flags: ServeFlags) -> anyhow::Result<()> {
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// The server's async runtime: `worker_threads` workers (0: tokio's default, one per core).
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("rusd");
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    builder.build()
 }
 
 async fn wait_for_signal() {
@@ -346,6 +365,15 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_threads_sets_the_runtime_size() {
+        let workers = |n| runtime(n).unwrap().metrics().num_workers();
+        assert_eq!(workers(1), 1);
+        assert_eq!(workers(3), 3);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(workers(0), cores);
+    }
 
     #[test]
     fn durations_and_retention() {
@@ -388,6 +416,18 @@ mod tests {
         assert!(l.plain.is_empty());
         assert!(listen_addrs("", "x").is_err());
         assert!(listen_addrs("unixs://x", "x").is_err());
+        let l = listen_addrs(
+            "unix://etcd.unix:1,unix:///run/r.sock/,http://127.0.0.1:1",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            l.unix,
+            [PathBuf::from("etcd.unix:1"), PathBuf::from("/run/r.sock")]
+        );
+        assert_eq!(l.plain.len(), 1);
+        assert!(listen_addrs("unix://", "x").is_err());
+        assert!(listen_addrs("unix:///", "x").is_err());
     }
 
     #[test]

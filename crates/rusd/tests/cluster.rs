@@ -133,6 +133,33 @@ async fn three_members_replicate_survive_leader_kill_and_catch_up() {
     assert!(r.header().expect("header").revision() >= last);
 }
 
+/// `unix://` peer URLs: members listen for and dial each other on Unix sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_with_unix_socket_peer_urls_replicate() {
+    let mut cluster = Cluster::start_with_peer_scheme(3, "unix", &[]);
+    let mut c = cluster.members[1].client().await;
+    c.put("over-unix", "1", None).await.expect("put");
+    for i in 0..3 {
+        wait_local_value(&cluster, i, "over-unix", "1").await;
+    }
+    let members = c.member_list().await.expect("member list");
+    for m in members.members() {
+        assert!(
+            m.peer_urls()[0].starts_with("unix://"),
+            "{:?}",
+            m.peer_urls()
+        );
+    }
+    // A killed member's socket is replaced when it starts again, and it catches up.
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    cluster.members[follower].kill9();
+    c = cluster.members[leader].client().await;
+    c.put("while-down", "2", None).await.expect("put");
+    cluster.members[follower].restart();
+    wait_local_value(&cluster, follower, "while-down", "2").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_follower_cannot_serve_linearizable_reads_and_rejoins() {
     let cluster = Cluster::start(3, &[]);
@@ -331,11 +358,24 @@ async fn five_members_lose_two_and_keep_writing_but_not_three() {
     }
     cluster.members[(leader + 3) % 5].kill9();
     // Two of five: no quorum, so a write cannot commit.
-    let r = tokio::time::timeout(Duration::from_secs(15), c.put("three-down", "1", None)).await;
+    let write = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(15), c.put("three-down", "1", None)).await
+    });
+    // Meanwhile its member counts it as pending (or, once it gave up, as failed).
+    let endpoint = cluster.members[alive].endpoint();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut counted = false;
+    while !counted && Instant::now() < deadline {
+        counted = metric(&endpoint, "etcd_server_proposals_pending") >= 1
+            || metric(&endpoint, "etcd_server_proposals_failed_total") >= 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = write.await.expect("join");
     assert!(
         !matches!(r, Ok(Ok(_))),
         "a write committed without a quorum: {r:?}"
     );
+    assert!(counted, "the stuck write was neither pending nor failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -578,6 +578,9 @@ fn health_version_metrics() {
         value("etcd_server_proposals_committed_total")
             >= value("etcd_server_proposals_applied_total")
     );
+    // The put was answered: nothing pending, nothing failed.
+    assert_eq!(value("etcd_server_proposals_pending"), 0.0);
+    assert_eq!(value("etcd_server_proposals_failed_total"), 0.0);
 }
 
 /// The member id of a response's header.

@@ -1707,6 +1707,11 @@ impl proto::Peer for Peer {
                     // target (etcd's clientv3 does for per-endpoint maintenance calls) send
                     // the whole URL as :authority. Accept it by dropping the scheme.
                     let raw: &str = &authority;
+                    // rusd patch, too: over a unix socket grpc-go sends the socket's path or
+                    // its unix:// URL, which names no host; Go's server accepts it.
+                    if raw.starts_with('/') || raw.starts_with("unix:") || raw.starts_with("unixs:") {
+                        return Ok(uri::Authority::from_static("localhost"));
+                    }
                     raw.strip_prefix("http://")
                         .or_else(|| raw.strip_prefix("https://"))
                         .and_then(|rest| uri::Authority::try_from(rest.trim_end_matches('/')).ok())

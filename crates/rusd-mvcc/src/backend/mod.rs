@@ -280,6 +280,14 @@ impl Backend {
         Ok(())
     }
 
+    /// Bytes of writes [`Backend::apply`] takes before it waits for the committer: writes
+    /// adding less than this (as the write buffer counts them: each key and value plus 64)
+    /// return without blocking.
+    pub fn write_room(&self) -> usize {
+        let pending = self.inner.signal.lock().pending_bytes;
+        self.inner.config.max_pending_bytes.saturating_sub(pending)
+    }
+
     /// Commits every write applied so far and waits until it is on disk (fsync).
     ///
     /// # Errors

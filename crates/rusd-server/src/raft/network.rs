@@ -173,6 +173,19 @@ impl Peers {
     /// A lazily connected channel to `url`: plaintext for `http://`, TLS for `https://`.
     fn channel(&self, url: &str) -> Result<Channel, PeerError> {
         let bad = |e: String| PeerError::BadUrl(url.to_string(), e);
+        if url.starts_with("unix") {
+            let path = crate::config::unix_socket_path(url).ok_or_else(|| {
+                bad("only plaintext unix:// peer URLs with a path are supported".into())
+            })?;
+            // tonic needs an http URI; the dialler connects to the socket whatever it says.
+            let endpoint = Endpoint::from_static("http://localhost")
+                .connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5));
+            return Ok(
+                endpoint.connect_with_connector_lazy(crate::tls::dial::UnixDialer::new(&path))
+            );
+        }
         let tls = if url.starts_with("https://") {
             match &self.tls {
                 Some(Ok(config)) => Some(config.clone()),

@@ -43,17 +43,52 @@ struct Shared {
     router: Router,
     /// How long a proposal waits for a leader to be known before it fails with "no leader".
     leader_wait: Duration,
+    counters: ProposalCounters,
+}
+
+/// etcd's proposal metrics, kept by the proposer.
+#[derive(Clone)]
+pub struct ProposalCounters {
+    /// `etcd_server_proposals_pending`: proposals made and not yet answered.
+    pub pending: prometheus::IntGauge,
+    /// `etcd_server_proposals_failed_total`: proposals that could not be appended through the
+    /// leader (no leader, a timeout, a stopped server). A write that was applied and returned
+    /// an error (a failed permission check, an unknown lease) is not one, as in etcd.
+    pub failed: prometheus::IntCounter,
+}
+
+/// Holds one proposal in `etcd_server_proposals_pending` until dropped (also when the client
+/// goes away mid-wait).
+struct Pending(prometheus::IntGauge);
+
+impl Pending {
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Proposer {
     /// Starts the batching task for `raft`. On a follower, batches go to the leader through
     /// `router`.
-    pub fn start(raft: Raft, router: Router, leader_wait: Duration) -> Self {
+    pub fn start(
+        raft: Raft,
+        router: Router,
+        leader_wait: Duration,
+        counters: ProposalCounters,
+    ) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             raft,
             router,
             leader_wait,
+            counters,
         });
         tokio::spawn(run(shared.clone(), rx));
         Self { queue, shared }
@@ -64,6 +99,7 @@ impl Proposer {
     /// # Errors
     /// What applying returned, or etcd's availability errors.
     pub async fn propose(&self, request: RaftRequest) -> Result<Output, ServerError> {
+        let _pending = Pending::new(&self.shared.counters.pending);
         let (tx, rx) = oneshot::channel();
         self.queue
             .send((request, tx))
@@ -170,7 +206,10 @@ async fn submit(shared: &Shared, mut batch: Vec<(RaftRequest, Reply)>) {
         let result = match shared.write(request).await {
             Ok(RaftResponse::One(result)) => result,
             Ok(RaftResponse::Batch(_)) => Err(mismatch()),
-            Err(e) => Err(e),
+            Err(e) => {
+                shared.counters.failed.inc();
+                Err(e)
+            }
         };
         let _ = reply.send(result);
         return;
@@ -188,6 +227,7 @@ async fn submit(shared: &Shared, mut batch: Vec<(RaftRequest, Reply)>) {
             }
         }
         Err(e) => {
+            shared.counters.failed.inc_by(replies.len() as u64);
             for reply in replies {
                 let _ = reply.send(Err(super::request::copy_error(&e)));
             }

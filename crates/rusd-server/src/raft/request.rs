@@ -156,6 +156,44 @@ impl RaftRequest {
             header: None,
         }
     }
+
+    /// Whether applying this touches a bounded number of keys: puts, single-key deletes and
+    /// txns of single-key operations, lease grants, and batches of those. Range deletes, range
+    /// reads or compares in a txn, lease revokes, compactions and auth changes can touch any
+    /// number of keys or users.
+    pub fn is_bounded(&self) -> bool {
+        match &self.op {
+            None => self.batch.iter().all(Self::is_bounded),
+            Some(Op::Put(_) | Op::LeaseGrant(_)) => true,
+            Some(Op::DeleteRange(d)) => d.range_end.is_empty(),
+            Some(Op::Txn(t)) => txn_is_bounded(t),
+            Some(_) => false,
+        }
+    }
+
+    /// Operations this request carries (a batch's, or one).
+    pub fn op_count(&self) -> usize {
+        if self.op.is_none() {
+            self.batch.iter().map(Self::op_count).sum()
+        } else {
+            1
+        }
+    }
+}
+
+fn txn_is_bounded(txn: &pb::TxnRequest) -> bool {
+    use pb::request_op::Request;
+    txn.compare.iter().all(|c| c.range_end.is_empty())
+        && txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .all(|op| match &op.request {
+                None | Some(Request::RequestPut(_)) => true,
+                Some(Request::RequestRange(r)) => r.range_end.is_empty(),
+                Some(Request::RequestDeleteRange(d)) => d.range_end.is_empty(),
+                Some(Request::RequestTxn(t)) => txn_is_bounded(t),
+            })
 }
 
 impl std::fmt::Display for RaftRequest {
@@ -391,6 +429,69 @@ mod serde_bytes_shim {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_requests_are_single_key_writes_and_their_batches() {
+        use pb::request_op::Request;
+        let put = || Op::Put(pb::PutRequest::default());
+        let delete = |range_end: &[u8]| pb::DeleteRangeRequest {
+            key: b"a".to_vec(),
+            range_end: range_end.to_vec(),
+            ..Default::default()
+        };
+        let op = |request| pb::RequestOp {
+            request: Some(request),
+        };
+        let txn = |compare_end: &[u8], then: Vec<pb::RequestOp>| pb::TxnRequest {
+            compare: vec![pb::Compare {
+                key: b"a".to_vec(),
+                range_end: compare_end.to_vec(),
+                ..Default::default()
+            }],
+            success: then,
+            failure: vec![op(Request::RequestRange(pb::RangeRequest {
+                key: b"a".to_vec(),
+                ..Default::default()
+            }))],
+        };
+        let single = txn(b"", vec![op(Request::RequestDeleteRange(delete(b"")))]);
+        let bounded = [
+            RaftRequest::new(put()),
+            RaftRequest::new(Op::DeleteRange(delete(b""))),
+            RaftRequest::new(Op::Txn(single.clone())),
+            RaftRequest::new(Op::Txn(txn(b"", vec![op(Request::RequestTxn(single))]))),
+            RaftRequest::new(Op::LeaseGrant(pb::LeaseGrantRequest::default())),
+            RaftRequest::batch([put(), put(), Op::DeleteRange(delete(b""))]),
+        ];
+        for r in &bounded {
+            assert!(r.is_bounded(), "{r}");
+        }
+        let unbounded = [
+            RaftRequest::new(Op::DeleteRange(delete(b"b"))),
+            RaftRequest::new(Op::DeleteRange(delete(b"\0"))),
+            RaftRequest::new(Op::Txn(txn(b"b", vec![]))),
+            RaftRequest::new(Op::Txn(txn(
+                b"",
+                vec![op(Request::RequestDeleteRange(delete(b"b")))],
+            ))),
+            RaftRequest::new(Op::Txn(txn(
+                b"",
+                vec![op(Request::RequestRange(pb::RangeRequest {
+                    key: b"a".to_vec(),
+                    range_end: b"\0".to_vec(),
+                    ..Default::default()
+                }))],
+            ))),
+            RaftRequest::new(Op::LeaseRevoke(pb::LeaseRevokeRequest { id: 1 })),
+            RaftRequest::new(Op::Compaction(pb::CompactionRequest::default())),
+            RaftRequest::batch([put(), Op::LeaseRevoke(pb::LeaseRevokeRequest { id: 1 })]),
+        ];
+        for r in &unbounded {
+            assert!(!r.is_bounded(), "{r}");
+        }
+        assert_eq!(RaftRequest::batch([put(), put(), put()]).op_count(), 3);
+        assert_eq!(RaftRequest::new(put()).op_count(), 1);
+    }
 
     #[test]
     fn requests_and_responses_round_trip_through_serde() {

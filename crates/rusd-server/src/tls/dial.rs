@@ -84,6 +84,35 @@ pub fn channel_uri(url: &str) -> Result<String, String> {
     Ok(format!("http://{host}:{port}"))
 }
 
+/// Dials a peer's Unix socket (`unix://` peer URLs): the channel's URI is a placeholder,
+/// every connection goes to `path`.
+#[derive(Clone)]
+pub struct UnixDialer {
+    path: Arc<std::path::Path>,
+}
+
+impl UnixDialer {
+    /// A dialler for the socket at `path`.
+    pub fn new(path: &std::path::Path) -> Self {
+        Self { path: path.into() }
+    }
+}
+
+impl tower::Service<Uri> for UnixDialer {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let path = self.path.clone();
+        Box::pin(async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(&*path).await?)) })
+    }
+}
+
 /// Connects TCP (TCP_NODELAY) and then TLS to the host and port of the URI it is called with.
 #[derive(Clone)]
 pub struct TlsDialer {

@@ -1,4 +1,5 @@
-//! Accepting connections for [`crate::http_serve`]: plain TCP, TLS, or both on one port.
+//! Accepting connections for [`crate::http_serve`]: plain TCP, TLS, or both on one port; or
+//! plaintext on a Unix socket (`unix://` URLs).
 //!
 //! TLS handshakes run in their own tasks (a slow or silent client must not hold up the accept
 //! loop) and finished connections are handed to axum through a channel. On a port that serves
@@ -7,13 +8,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -31,13 +33,15 @@ pub enum Conn {
     Plain(TcpStream),
     /// TLS over TCP, handshake done.
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Plaintext on a Unix socket.
+    Unix(UnixStream),
 }
 
 impl Conn {
     /// The certificate chain the client presented, on a TLS connection.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         match self {
-            Conn::Plain(_) => None,
+            Conn::Plain(_) | Conn::Unix(_) => None,
             Conn::Tls(s) => s.get_ref().1.peer_certificates(),
         }
     }
@@ -52,6 +56,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -65,6 +70,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -76,6 +82,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -83,6 +90,7 @@ impl AsyncWrite for Conn {
         match self {
             Conn::Plain(s) => s.is_write_vectored(),
             Conn::Tls(s) => s.is_write_vectored(),
+            Conn::Unix(s) => s.is_write_vectored(),
         }
     }
 
@@ -90,6 +98,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -97,6 +106,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -157,10 +167,13 @@ pub fn addresses(
     out
 }
 
-/// A listener that hands out plain or TLS connections, TCP_NODELAY set.
+/// A listener that hands out plain or TLS connections (TCP_NODELAY set), or Unix socket ones.
 pub struct Listener {
-    rx: mpsc::Receiver<(Conn, SocketAddr)>,
-    local: SocketAddr,
+    rx: mpsc::Receiver<Conn>,
+    /// The TCP address bound; `None` on a Unix socket.
+    local: Option<SocketAddr>,
+    /// The Unix socket's file, removed when the listener goes (as etcd's listener does).
+    unix_path: Option<PathBuf>,
     accept_loop: JoinHandle<()>,
 }
 
@@ -175,7 +188,44 @@ impl Listener {
         let accept_loop = tokio::spawn(accept_loop(tcp, accept, tx, what));
         Ok(Self {
             rx,
-            local,
+            local: Some(local),
+            unix_path: None,
+            accept_loop,
+        })
+    }
+
+    /// Binds a Unix socket at `path` and starts accepting on it (plaintext). A file left at
+    /// `path` by an earlier run is removed first, as etcd does.
+    ///
+    /// # Errors
+    /// The old file cannot be removed, or the socket cannot be bound.
+    pub fn unix(path: &Path, what: &'static str) -> io::Result<Self> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let unix = UnixListener::bind(path)?;
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let accept_loop = tokio::spawn(async move {
+            loop {
+                match unix.accept().await {
+                    Ok((stream, _)) => {
+                        if tx.send(Conn::Unix(stream)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if is_connection_error(&e) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, listener = what, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            rx,
+            local: None,
+            unix_path: Some(path.to_path_buf()),
             accept_loop,
         })
     }
@@ -185,12 +235,15 @@ impl Drop for Listener {
     fn drop(&mut self) {
         // Closes the socket: the server stopped serving.
         self.accept_loop.abort();
+        if let Some(path) = &self.unix_path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
 impl Listener {
-    /// The next connection, with its remote address.
-    pub async fn accept(&mut self) -> (Conn, SocketAddr) {
+    /// The next connection.
+    pub async fn accept(&mut self) -> Conn {
         match self.rx.recv().await {
             Some(conn) => conn,
             // The accept loop ended (it only does when we are dropped): nothing more comes.
@@ -198,19 +251,14 @@ impl Listener {
         }
     }
 
-    /// The address the listener is bound to.
+    /// The TCP address the listener is bound to (`None` for a Unix socket).
     #[must_use]
-    pub fn local_addr(&self) -> SocketAddr {
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local
     }
 }
 
-async fn accept_loop(
-    tcp: TcpListener,
-    accept: Accept,
-    tx: mpsc::Sender<(Conn, SocketAddr)>,
-    what: &'static str,
-) {
+async fn accept_loop(tcp: TcpListener, accept: Accept, tx: mpsc::Sender<Conn>, what: &'static str) {
     loop {
         let (stream, remote) = match tcp.accept().await {
             Ok(conn) => conn,
@@ -229,7 +277,7 @@ async fn accept_loop(
         }
         match &accept.tls {
             None => {
-                if tx.send((Conn::Plain(stream), remote)).await.is_err() {
+                if tx.send(Conn::Plain(stream)).await.is_err() {
                     return;
                 }
             }
@@ -237,7 +285,7 @@ async fn accept_loop(
                 let (tls, plain, tx) = (tls.clone(), accept.plain, tx.clone());
                 tokio::spawn(async move {
                     if let Some(conn) = handshake(stream, remote, tls, plain, what).await {
-                        let _ = tx.send((conn, remote)).await;
+                        let _ = tx.send(conn).await;
                     }
                 });
             }

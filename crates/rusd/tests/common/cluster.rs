@@ -16,6 +16,16 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The peer URL of the member with peer port `port`: `scheme://127.0.0.1:port`, or for
+/// `unix` a socket named after the port in the cluster's directory `dir`.
+fn peer_url(scheme: &str, dir: &std::path::Path, port: u16) -> String {
+    if scheme == "unix" {
+        format!("unix://{}/peer-{port}.sock", dir.display())
+    } else {
+        format!("{scheme}://127.0.0.1:{port}")
+    }
+}
+
 /// One member process.
 pub struct Member {
     pub name: String,
@@ -29,7 +39,7 @@ pub struct Member {
     initial_cluster: String,
     state: &'static str,
     extra: Vec<String>,
-    /// `http` or `https` (peer TLS: its flags are in `extra`).
+    /// `http`, `https` (peer TLS: its flags are in `extra`) or `unix`.
     peer_scheme: &'static str,
 }
 
@@ -39,7 +49,11 @@ impl Member {
     }
 
     pub fn peer_url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
+        let dir = self
+            .data_dir
+            .parent()
+            .expect("data dir in the cluster's directory");
+        peer_url(self.peer_scheme, dir, self.peer_port)
     }
 
     pub fn is_running(&self) -> bool {
@@ -156,14 +170,14 @@ impl Cluster {
     }
 
     /// As [`Cluster::start`], with `https` peer URLs when `peer_scheme` says so (give the peer
-    /// TLS flags in `extra`).
+    /// TLS flags in `extra`), or Unix socket ones for `unix`.
     pub fn start_with_peer_scheme(n: usize, peer_scheme: &'static str, extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, p))| format!("m{i}={peer_scheme}://127.0.0.1:{p}"))
+            .map(|(i, (_, p))| format!("m{i}={}", peer_url(peer_scheme, tmp.path(), *p)))
             .collect::<Vec<_>>()
             .join(",");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -207,8 +221,8 @@ impl Cluster {
             .map(|m| format!("{}={}", m.name, m.peer_url()))
             .collect();
         initial.push(format!(
-            "{name}={}://127.0.0.1:{peer_port}",
-            self.peer_scheme
+            "{name}={}",
+            peer_url(self.peer_scheme, self.tmp.path(), peer_port)
         ));
         let mut m = Member {
             name: name.to_string(),
