@@ -299,6 +299,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
+        // Every vote change waits for the queued appends to be durable: a leader does not wait
+        // for its own flushes (vendor/openraft/PATCHES.md), and a node that steps down, stands
+        // for election or wins one must not count entries it still could lose.
+        self.barrier(ErrorSubject::Vote, ErrorVerb::Write)?;
         self.put_meta(VOTE, vote)
     }
 
@@ -454,6 +458,29 @@ mod tests {
         let mut store = LogStore::open_with(&path, 512).unwrap();
         assert_eq!(state(&mut store).await, (Some(40), Some(41)));
         assert_eq!(ids_on_disk(&mut store).await, terms(3, 41..=41));
+    }
+
+    /// A leader does not wait for its own appends (vendor/openraft/PATCHES.md), so a vote change
+    /// must: `save_vote` returns only once every append queued before it is durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn save_vote_waits_for_queued_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal").join("raft.redb");
+        let mut store = LogStore::open_with(&path, 512).unwrap();
+        let flushed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for i in 1..=50 {
+            let flushed = flushed.clone();
+            store.writer.append_with(
+                vec![entry(1, i)],
+                Box::new(move |r| {
+                    assert!(r.is_ok());
+                    flushed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }),
+            );
+        }
+        store.save_vote(&Vote::new(2, 1)).await.unwrap();
+        assert_eq!(flushed.load(std::sync::atomic::Ordering::SeqCst), 50);
+        assert_eq!(ids_on_disk(&mut store).await, terms(1, 1..=50));
     }
 
     fn write_old_log(path: &Path, entries: &[Entry<TypeConfig>], purged: Option<LogId>) {
