@@ -464,22 +464,23 @@ mod tests {
     /// must: `save_vote` returns only once every append queued before it is durable.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn save_vote_waits_for_queued_appends() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal").join("raft.redb");
         let mut store = LogStore::open_with(&path, 512).unwrap();
-        let flushed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let flushed = Arc::new(AtomicUsize::new(0));
         for i in 1..=50 {
             let flushed = flushed.clone();
             store.writer.append_with(
                 vec![entry(1, i)],
                 Box::new(move |r| {
                     assert!(r.is_ok());
-                    flushed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    flushed.fetch_add(1, Ordering::SeqCst);
                 }),
             );
         }
         store.save_vote(&Vote::new(2, 1)).await.unwrap();
-        assert_eq!(flushed.load(std::sync::atomic::Ordering::SeqCst), 50);
+        assert_eq!(flushed.load(Ordering::SeqCst), 50);
         assert_eq!(ids_on_disk(&mut store).await, terms(1, 1..=50));
     }
 
