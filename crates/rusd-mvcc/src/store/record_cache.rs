@@ -101,7 +101,10 @@ impl RecordCache {
 
     fn hit<'s>(shard: &'s Shard, rev: &Revision) -> Option<&'s [u8]> {
         let entry = shard.map.get(rev)?;
-        entry.referenced.store(true, Ordering::Relaxed);
+        // Only a clear bit is written: a hot entry's line stays clean and shared between cores.
+        if !entry.referenced.load(Ordering::Relaxed) {
+            entry.referenced.store(true, Ordering::Relaxed);
+        }
         Some(&entry.record)
     }
 
@@ -119,8 +122,11 @@ impl RecordCache {
     /// Performance: a range's lookups and records are cache misses, and one after another
     /// they were most of a range's time. Here the lookups of a group are independent loads
     /// that the CPU overlaps, and so are the reads that bring each record in before `f`
-    /// decodes it. The shards are locked in ascending order, so two readers can never wait
-    /// on each other through queued writers (writers hold one shard at a time).
+    /// decodes it. (That touch pays when the records are scattered over the heap, as after
+    /// random reads filled the cache: a 100-key scan 12.9-13.2 -> 11.6-12.2 us; it costs about
+    /// 7% when a range's records were cached by earlier scans and lie side by side.) The
+    /// shards are locked in ascending order, so two readers can never wait on each other
+    /// through queued writers (writers hold one shard at a time).
     pub(crate) fn read_group(
         &self,
         revs: &[Option<Revision>],
@@ -137,7 +143,7 @@ impl RecordCache {
         let guards: SmallVec<[Option<RwLockReadGuard<'_, Shard>>; SHARDS]> = (0..SHARDS)
             .map(|s| (wanted & (1 << s) != 0).then(|| self.shards[s].read()))
             .collect();
-        let found: SmallVec<[Option<&[u8]>; 64]> = revs
+        let found: SmallVec<[Option<&[u8]>; 128]> = revs
             .iter()
             .map(|rev| {
                 let rev = rev.as_ref()?;
