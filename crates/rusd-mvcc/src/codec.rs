@@ -83,43 +83,29 @@ pub(crate) fn encode_tombstone(key: &[u8]) -> Vec<u8> {
 
 /// Decodes a record; `mod_revision` comes from its table key.
 pub(crate) fn decode(bytes: &[u8], mod_revision: i64, with_value: bool) -> Result<Record> {
-    decode_into(bytes, mod_revision, with_value, <[u8]>::to_vec)
-}
-
-/// As [`decode`], but with `key` as the record's key when they are equal (they are for a key
-/// read from the index): reusing the caller's buffer saves an allocation per key of a range
-/// (performance).
-pub(crate) fn decode_reusing_key(
-    bytes: &[u8],
-    mod_revision: i64,
-    with_value: bool,
-    key: Vec<u8>,
-) -> Result<Record> {
-    decode_into(bytes, mod_revision, with_value, |k| {
-        if crate::key_index::cmp_keys(k, &key).is_eq() {
-            key
-        } else {
-            k.to_vec()
-        }
-    })
-}
-
-fn decode_into(
-    bytes: &[u8],
-    mod_revision: i64,
-    with_value: bool,
-    own_key: impl FnOnce(&[u8]) -> Vec<u8>,
-) -> Result<Record> {
-    let corrupt = || Error::Corrupted(format!("kv record at revision {mod_revision}"));
-    let (&flags, mut rest) = bytes.split_first().ok_or_else(corrupt)?;
+    let (&flags, mut rest) = bytes.split_first().ok_or_else(|| corrupt(mod_revision))?;
     if flags & FLAG_TOMBSTONE != 0 {
-        let len = take_varint(&mut rest).ok_or_else(corrupt)?;
-        let key = rest.get(..len as usize).ok_or_else(corrupt)?;
-        return Ok(Record::Tombstone(own_key(key)));
+        let len = take_varint(&mut rest).ok_or_else(|| corrupt(mod_revision))?;
+        let key = rest
+            .get(..len as usize)
+            .ok_or_else(|| corrupt(mod_revision))?;
+        return Ok(Record::Tombstone(key.to_vec()));
     }
-    let put = PutFields::parse(rest).ok_or_else(corrupt)?;
-    let key = own_key(put.key);
+    let put = PutFields::parse(rest).ok_or_else(|| corrupt(mod_revision))?;
+    let key = put.key.to_vec();
     Ok(Record::Put(put.into_kv(key, mod_revision, with_value)))
+}
+
+/// An undecodable record.
+fn corrupt(mod_revision: i64) -> Error {
+    Error::Corrupted(format!("kv record at revision {mod_revision}"))
+}
+
+/// A tombstone found where the index says the key was put.
+pub(crate) fn not_a_put(modified: Revision) -> Error {
+    Error::Corrupted(format!(
+        "revision {modified} is a tombstone, the index says a put"
+    ))
 }
 
 /// The fields of a put record after its flags byte, borrowed from the record.
@@ -166,7 +152,7 @@ impl<'a> PutFields<'a> {
 
 /// Decodes the record of `modified`, which the index says is a put, onto `out`, with `key`
 /// as its key when they are equal (they are for a key read from the index: reusing the
-/// caller's buffer saves an allocation).
+/// caller's buffer saves an allocation per key of a range or get).
 ///
 /// Performance: building the key-value in place, rather than returning a `Result<Record>`
 /// that is moved twice on its way into `out`, took 5-10% off a 100-key scan.
@@ -181,14 +167,11 @@ pub(crate) fn push_put(
     key: Vec<u8>,
     out: &mut Vec<KeyValue>,
 ) -> Result<()> {
-    let corrupt = || Error::Corrupted(format!("kv record at revision {}", modified.main));
-    let (&flags, rest) = bytes.split_first().ok_or_else(corrupt)?;
+    let (&flags, rest) = bytes.split_first().ok_or_else(|| corrupt(modified.main))?;
     if flags & FLAG_TOMBSTONE != 0 {
-        return Err(Error::Corrupted(format!(
-            "revision {modified} is a tombstone, the index says a put"
-        )));
+        return Err(not_a_put(modified));
     }
-    let put = PutFields::parse(rest).ok_or_else(corrupt)?;
+    let put = PutFields::parse(rest).ok_or_else(|| corrupt(modified.main))?;
     let key = if crate::key_index::cmp_keys(put.key, &key).is_eq() {
         key
     } else {
@@ -258,23 +241,6 @@ mod tests {
     }
 
     #[test]
-    fn decode_reusing_key_only_reuses_an_equal_key() {
-        let kv = KeyValue {
-            key: b"foo".to_vec(),
-            value: b"v".to_vec(),
-            ..KeyValue::default()
-        };
-        let bytes = encode_put(&kv);
-        for given in [&b"foo"[..], b"bar", b"fo"] {
-            let decoded = decode_reusing_key(&bytes, 0, true, given.to_vec()).unwrap();
-            assert_eq!(decoded, Record::Put(kv.clone()));
-        }
-        let tomb = encode_tombstone(b"k");
-        let decoded = decode_reusing_key(&tomb, 9, true, b"x".to_vec()).unwrap();
-        assert_eq!(decoded, Record::Tombstone(b"k".to_vec()));
-    }
-
-    #[test]
     fn push_put_decodes_in_place_and_refuses_what_is_not_a_put() {
         let kv = KeyValue {
             key: b"foo".to_vec(),
@@ -287,7 +253,8 @@ mod tests {
         let bytes = encode_put(&kv);
         let mut out = Vec::new();
         let at = Revision::new(7, 1);
-        for (given, with_value) in [(&b"foo"[..], true), (b"bar", false)] {
+        // The given key is used only when it equals the record's.
+        for (given, with_value) in [(&b"foo"[..], true), (b"bar", false), (b"fo", true)] {
             push_put(&bytes, at, with_value, given.to_vec(), &mut out).unwrap();
         }
         let mut keys_only = KeyValue {
@@ -296,14 +263,14 @@ mod tests {
         };
         let full = keys_only.clone();
         keys_only.value.clear();
-        assert_eq!(out, [full, keys_only]);
+        assert_eq!(out, [full.clone(), keys_only, full]);
         let tomb = encode_tombstone(b"foo");
         let err = push_put(&tomb, at, true, b"foo".to_vec(), &mut out).unwrap_err();
         assert!(err.to_string().contains("tombstone"), "{err}");
         for cut in 0..6 {
             assert!(push_put(&bytes[..cut], at, true, Vec::new(), &mut out).is_err());
         }
-        assert_eq!(out.len(), 2, "a failed decode pushes nothing");
+        assert_eq!(out.len(), 3, "a failed decode pushes nothing");
     }
 
     #[test]

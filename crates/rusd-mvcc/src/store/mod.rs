@@ -568,11 +568,14 @@ impl ReadView<'_> {
                 Some(own) => decode_put(own, modified.main, with_value)?,
                 None => {
                     let key = std::mem::take(&mut c.key);
-                    let decode = |bytes: &[u8]| {
-                        codec::decode_reusing_key(bytes, modified.main, with_value, key)
-                    };
-                    match self.inner.records.get_with(modified, decode) {
-                        Some(record) => put_kv(record?, modified)?,
+                    let mut out = Vec::with_capacity(1);
+                    let push =
+                        |bytes: &[u8]| codec::push_put(bytes, modified, with_value, key, &mut out);
+                    match self.inner.records.get_with(modified, push) {
+                        Some(pushed) => {
+                            pushed?;
+                            return Ok(out);
+                        }
                         None => self.kv_at(modified, with_value)?,
                     }
                 }
@@ -638,9 +641,7 @@ pub(crate) fn decode_put(record: &[u8], main: i64, with_value: bool) -> Result<K
 fn put_kv(record: Record, modified: Revision) -> Result<KeyValue> {
     match record {
         Record::Put(kv) => Ok(kv),
-        Record::Tombstone(_) => Err(Error::Corrupted(format!(
-            "revision {modified} is a tombstone, the index says a put"
-        ))),
+        Record::Tombstone(_) => Err(codec::not_a_put(modified)),
     }
 }
 

@@ -143,6 +143,7 @@ impl RecordCache {
         let guards: SmallVec<[Option<RwLockReadGuard<'_, Shard>>; SHARDS]> = (0..SHARDS)
             .map(|s| (wanted & (1 << s) != 0).then(|| self.shards[s].read()))
             .collect();
+        // Inline room for one group of `ReadView::kvs_at` (128 revisions).
         let found: SmallVec<[Option<&[u8]>; 128]> = revs
             .iter()
             .map(|rev| {
