@@ -118,7 +118,9 @@ struct PutFields<'a> {
 }
 
 impl<'a> PutFields<'a> {
-    #[inline]
+    // Performance: returned through memory when not inlined, and read back in halves that
+    // straddle its stores (a store-forwarding stall per key of a range).
+    #[inline(always)]
     fn parse(mut rest: &'a [u8]) -> Option<Self> {
         let create_revision = take_varint(&mut rest)? as i64;
         let version = take_varint(&mut rest)? as i64;
@@ -150,34 +152,44 @@ impl<'a> PutFields<'a> {
     }
 }
 
-/// Decodes the record of `modified`, which the index says is a put, onto `out`, with `key`
-/// as its key when they are equal (they are for a key read from the index: reusing the
-/// caller's buffer saves an allocation per key of a range or get).
+/// Decodes the record of `modified`, which the index says is a put, into `kv` (a default
+/// key-value, the slot of the result it belongs to), with `key` as its key when they are
+/// equal (they are for a key read from the index: reusing the caller's buffer saves an
+/// allocation per key of a range or get).
 ///
-/// Performance: building the key-value in place, rather than returning a `Result<Record>`
-/// that is moved twice on its way into `out`, took 5-10% off a 100-key scan.
+/// Performance: filling the result's slot field by field, rather than building a key-value
+/// and moving it in, keeps a range's decode free of spills that are read back in halves
+/// straddling their stores (store-forwarding stalls). With the other such fixes (boxed
+/// candidate keys, 8-byte cache lookup slots) a 100-key scan held in the CPU caches went
+/// from 7.2 to 6.0 us.
 ///
 /// # Errors
-/// [`Error::Corrupted`] for an undecodable record or a tombstone; `out` is then unchanged.
+/// [`Error::Corrupted`] for an undecodable record or a tombstone; `kv` is then unchanged.
 #[inline]
-pub(crate) fn push_put(
+pub(crate) fn fill_put(
     bytes: &[u8],
     modified: Revision,
     with_value: bool,
-    key: Vec<u8>,
-    out: &mut Vec<KeyValue>,
+    key: Box<[u8]>,
+    kv: &mut KeyValue,
 ) -> Result<()> {
     let (&flags, rest) = bytes.split_first().ok_or_else(|| corrupt(modified.main))?;
     if flags & FLAG_TOMBSTONE != 0 {
         return Err(not_a_put(modified));
     }
     let put = PutFields::parse(rest).ok_or_else(|| corrupt(modified.main))?;
-    let key = if crate::key_index::cmp_keys(put.key, &key).is_eq() {
-        key
+    if crate::key_index::cmp_keys(put.key, &key).is_eq() {
+        kv.key = key.into_vec();
     } else {
-        put.key.to_vec()
-    };
-    out.push(put.into_kv(key, modified.main, with_value));
+        kv.key.extend_from_slice(put.key);
+    }
+    kv.create_revision = put.create_revision;
+    kv.mod_revision = modified.main;
+    kv.version = put.version;
+    kv.lease = put.lease;
+    if with_value {
+        kv.value = put.value.to_vec();
+    }
     Ok(())
 }
 
@@ -241,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn push_put_decodes_in_place_and_refuses_what_is_not_a_put() {
+    fn fill_put_decodes_in_place_and_refuses_what_is_not_a_put() {
         let kv = KeyValue {
             key: b"foo".to_vec(),
             create_revision: 2,
@@ -251,11 +263,13 @@ mod tests {
             ..KeyValue::default()
         };
         let bytes = encode_put(&kv);
-        let mut out = Vec::new();
         let at = Revision::new(7, 1);
         // The given key is used only when it equals the record's.
+        let mut out = Vec::new();
         for (given, with_value) in [(&b"foo"[..], true), (b"bar", false), (b"fo", true)] {
-            push_put(&bytes, at, with_value, given.to_vec(), &mut out).unwrap();
+            let mut slot = KeyValue::default();
+            fill_put(&bytes, at, with_value, given.into(), &mut slot).unwrap();
+            out.push(slot);
         }
         let mut keys_only = KeyValue {
             mod_revision: 7,
@@ -265,12 +279,17 @@ mod tests {
         keys_only.value.clear();
         assert_eq!(out, [full.clone(), keys_only, full]);
         let tomb = encode_tombstone(b"foo");
-        let err = push_put(&tomb, at, true, b"foo".to_vec(), &mut out).unwrap_err();
+        let mut slot = KeyValue::default();
+        let err = fill_put(&tomb, at, true, b"foo"[..].into(), &mut slot).unwrap_err();
         assert!(err.to_string().contains("tombstone"), "{err}");
         for cut in 0..6 {
-            assert!(push_put(&bytes[..cut], at, true, Vec::new(), &mut out).is_err());
+            assert!(fill_put(&bytes[..cut], at, true, Box::default(), &mut slot).is_err());
         }
-        assert_eq!(out.len(), 3, "a failed decode pushes nothing");
+        assert_eq!(
+            slot,
+            KeyValue::default(),
+            "a failed decode leaves the slot alone"
+        );
     }
 
     #[test]

@@ -561,31 +561,33 @@ impl ReadView<'_> {
         /// groups of 8), and a group holds the shard read locks for about 10 us, which only
         /// delays a reader filling a miss (writers never take them).
         const GROUP: usize = 128;
-        if let [c] = &mut cands[..] {
+        // Every slot starts as a default and is filled in place (see `codec::fill_put`);
+        // misses stay default until read from the backend below.
+        let mut out = Vec::with_capacity(cands.len());
+        out.resize_with(cands.len(), KeyValue::default);
+        if let ([c], [kv]) = (&mut cands[..], &mut out[..]) {
             // A get: one lookup needs none of the grouping.
             let modified = c.at.modified;
-            let kv = match &c.own {
-                Some(own) => decode_put(own, modified.main, with_value)?,
+            match &c.own {
+                Some(own) => *kv = decode_put(own, modified.main, with_value)?,
                 None => {
                     let key = std::mem::take(&mut c.key);
-                    let mut out = Vec::with_capacity(1);
-                    let push =
-                        |bytes: &[u8]| codec::push_put(bytes, modified, with_value, key, &mut out);
-                    match self.inner.records.get_with(modified, push) {
-                        Some(pushed) => {
-                            pushed?;
-                            return Ok(out);
-                        }
-                        None => self.kv_at(modified, with_value)?,
+                    let fill = |bytes: &[u8]| codec::fill_put(bytes, modified, with_value, key, kv);
+                    match self.inner.records.get_with(modified, fill) {
+                        Some(filled) => filled?,
+                        None => *kv = self.kv_at(modified, with_value)?,
                     }
                 }
-            };
-            return Ok(vec![kv]);
+            }
+            return Ok(out);
         }
-        let mut out = Vec::with_capacity(cands.len());
         let mut revs: Vec<Option<Revision>> = Vec::with_capacity(GROUP.min(cands.len()));
         let mut missed: Vec<usize> = Vec::new();
-        for (g, group) in cands.chunks_mut(GROUP).enumerate() {
+        for (g, (group, slots)) in cands
+            .chunks_mut(GROUP)
+            .zip(out.chunks_mut(GROUP))
+            .enumerate()
+        {
             revs.clear();
             revs.extend(
                 group
@@ -594,27 +596,25 @@ impl ReadView<'_> {
             );
             let mut failure = None;
             self.inner.records.read_group(&revs, |i, record| {
-                let c = &mut group[i];
+                let (c, kv) = (&mut group[i], &mut slots[i]);
                 let modified = c.at.modified;
-                let pushed = match (&c.own, record) {
-                    (Some(own), _) => decode_put(own, modified.main, with_value).map(|kv| {
-                        out.push(kv);
-                    }),
+                let filled = match (&c.own, record) {
+                    (Some(own), _) => {
+                        decode_put(own, modified.main, with_value).map(|own| *kv = own)
+                    }
                     (None, Some(bytes)) => {
                         // The candidate's key becomes the result's (performance, see
                         // the codec).
                         let key = std::mem::take(&mut c.key);
-                        codec::push_put(bytes, modified, with_value, key, &mut out)
+                        codec::fill_put(bytes, modified, with_value, key, kv)
                     }
                     (None, None) => {
                         missed.push(g * GROUP + i);
-                        out.push(KeyValue::default()); // filled in below
                         Ok(())
                     }
                 };
-                if let Err(e) = pushed {
+                if let Err(e) = filled {
                     failure.get_or_insert(e);
-                    out.push(KeyValue::default());
                 }
             });
             if let Some(e) = failure {

@@ -22,7 +22,10 @@ const INITIAL_CANDIDATES: usize = 128;
 
 /// A key chosen by a range, before its value is read.
 pub(crate) struct Candidate {
-    pub key: Vec<u8>,
+    /// Boxed, not a `Vec`: a copied key comes back in two registers, where a `Vec` is
+    /// returned through memory and read back in halves that straddle its stores (a
+    /// store-forwarding stall per key of a range).
+    pub key: Box<[u8]>,
     pub at: KeyAt,
     /// The key's state when it was written by the running txn (not yet in the backend): its
     /// encoded record, whose revision is `at.modified.main`, decoded when read.
@@ -141,7 +144,7 @@ pub(crate) fn collect(
         _ => want.min(INITIAL_CANDIDATES),
     };
     let mut out: Vec<Candidate> = Vec::with_capacity(first_chunk);
-    let mut from: Option<Vec<u8>> = None;
+    let mut from: Option<Box<[u8]>> = None;
     loop {
         let before = out.len();
         let chunk_end = before.saturating_add(COLLECT_CHUNK).min(want);
@@ -152,7 +155,7 @@ pub(crate) fn collect(
                     return ControlFlow::Continue(()); // the resume key was taken last round
                 }
                 out.push(Candidate {
-                    key: key.to_vec(),
+                    key: key.into(),
                     at,
                     own: None,
                 });
@@ -202,7 +205,7 @@ pub(crate) fn finish(
                     Some(record) => super::decode_put(record, c.at.modified.main, true)?,
                     None => view.kv_at(c.at.modified, true)?,
                 };
-                kv.key.clone_from(&c.key);
+                kv.key = c.key.to_vec();
                 Ok(kv)
             })
             .collect::<Result<Vec<_>>>()?;

@@ -11,13 +11,21 @@
 //! index learns of them; an aborted write txn never reaches the index, so its revisions,
 //! which the next write reuses, are never read and never cached). Compaction deletes records,
 //! but only of revisions that no reader can reach any more, so their entries are simply never
-//! asked for again and age out. Entries are filled on read misses only.
+//! asked for again and age out.
+//!
+//! Entries are filled on read misses and by writes: a committed txn offers its put records
+//! ([`RecordCache::offer`]), after the backend took them and before the index publishes their
+//! revisions. The writer never waits for a shard that readers hold (it skips the record
+//! instead), so readers still never block writers. Performance: recent writes are then read
+//! without a backend miss, and the records of keys written together lie side by side in
+//! memory, which a range over them reads much faster than records scattered over the heap
+//! by random misses (see `docs/benchmarks.md`, "Write-through record cache").
 //!
 //! Eviction is CLOCK (second chance) per shard; the byte budget is carved out of
 //! [`BackendConfig::cache_size`](crate::BackendConfig::cache_size), so the store's memory
 //! stays within the configured cache.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{hash_map, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,9 +37,12 @@ use crate::revision::Revision;
 
 const SHARDS: usize = 16;
 
-/// Bytes charged per entry beyond the record itself: the hash map slot, the Arc header and
-/// malloc rounding, the clock queue slot.
-const ENTRY_OVERHEAD: usize = 96;
+/// Bytes charged per entry beyond the record itself: the Arc header (16) and the
+/// allocator's rounding (up to a size class, ~25 for a 256-byte value), the hash map slot
+/// (40 bytes at a load of 7/16 to 7/8: 47-94), the clock queue slot (16, in a queue of twice
+/// the entries or more: 32-64). 96 undercounted: with the cache filled by writes, the
+/// `memory` example's RSS went past its cache + index + 64 MiB budget.
+const ENTRY_OVERHEAD: usize = 160;
 
 /// FxHash-style hasher: revisions are already well spread, SipHash would be most of a hit.
 #[derive(Default)]
@@ -99,13 +110,13 @@ impl RecordCache {
         &self.shards[Self::shard_of(rev)]
     }
 
-    fn hit<'s>(shard: &'s Shard, rev: &Revision) -> Option<&'s [u8]> {
+    fn hit<'s>(shard: &'s Shard, rev: &Revision) -> Option<&'s Entry> {
         let entry = shard.map.get(rev)?;
         // Only a clear bit is written: a hot entry's line stays clean and shared between cores.
         if !entry.referenced.load(Ordering::Relaxed) {
             entry.referenced.store(true, Ordering::Relaxed);
         }
-        Some(&entry.record)
+        Some(entry)
     }
 
     /// Calls `f` with the cached record of `rev`, if any.
@@ -113,7 +124,13 @@ impl RecordCache {
         if self.shard_budget == 0 {
             return None;
         }
-        Self::hit(&self.shard(rev).read(), &rev).map(f)
+        Self::hit(&self.shard(rev).read(), &rev).map(|e| {
+            // One independent load per cache line before decoding, so their misses overlap
+            // instead of following one another through the decode and the value's copy.
+            let touched = e.record.iter().step_by(64).fold(0u8, |t, &b| t ^ b);
+            std::hint::black_box(touched);
+            f(&e.record)
+        })
     }
 
     /// Calls `f(i, record)` for each of `revs` in order, with `None` for a miss (and for a
@@ -144,7 +161,9 @@ impl RecordCache {
             .map(|s| (wanted & (1 << s) != 0).then(|| self.shards[s].read()))
             .collect();
         // Inline room for one group of `ReadView::kvs_at` (128 revisions).
-        let found: SmallVec<[Option<&[u8]>; 128]> = revs
+        // Entries, not slices: 8 bytes a slot rather than 16 (performance: a 16-byte slot is
+        // written from two 8-byte halves and read back whole, a store-forwarding stall).
+        let found: SmallVec<[Option<&Entry>; 128]> = revs
             .iter()
             .map(|rev| {
                 let rev = rev.as_ref()?;
@@ -152,14 +171,16 @@ impl RecordCache {
             })
             .collect();
         // Independent loads of each record's first and last byte (a 256-byte value spans
-        // several cache lines; the hardware prefetcher fills in between).
+        // several cache lines; the hardware prefetcher fills in between). A load per line,
+        // as a get does, was slower here (100-key scans 8.6-10.6 against 8.2-9.2 us).
         let mut touched = 0u8;
-        for record in found.iter().flatten() {
+        for entry in found.iter().flatten() {
+            let record = &entry.record;
             touched ^= record.first().copied().unwrap_or(0) ^ record.last().copied().unwrap_or(0);
         }
         std::hint::black_box(touched);
-        for (i, record) in found.into_iter().enumerate() {
-            f(i, record);
+        for (i, entry) in found.iter().enumerate() {
+            f(i, entry.map(|e| &*e.record));
         }
     }
 
@@ -174,44 +195,65 @@ impl RecordCache {
         }
     }
 
-    /// Caches the record of `rev`, evicting older entries to stay within the budget.
+    /// Caches the record of `rev` (a read miss), evicting older entries to stay within the
+    /// budget.
     pub(crate) fn insert(&self, rev: Revision, record: &[u8]) {
-        let cost = record.len() + ENTRY_OVERHEAD;
-        if cost > self.shard_budget / 8 {
-            return; // nothing huge: one value must not flush a whole shard
+        if self.fits(record.len()) {
+            Self::add(
+                &mut self.shard(rev).write(),
+                self.shard_budget,
+                rev,
+                record.into(),
+            );
         }
-        let record: Arc<[u8]> = record.into();
-        let mut guard = self.shard(rev).write();
-        let shard = &mut *guard;
-        if shard.map.contains_key(&rev) {
+    }
+
+    /// Caches the committed record of `rev` (shared with the backend's write, not copied)
+    /// if its shard has room and no reader holds it: a writer never waits for readers, and
+    /// never evicts. So a stream of writes cannot flush what reads keep hot, and once the
+    /// cache is full a write pays only this check (evicting cost a put about 0.6 us more).
+    pub(crate) fn offer(&self, rev: Revision, record: Arc<[u8]>) {
+        if !self.fits(record.len()) {
             return;
         }
-        while shard.bytes + cost > self.shard_budget {
+        if let Some(mut shard) = self.shard(rev).try_write() {
+            if shard.bytes + record.len() + ENTRY_OVERHEAD <= self.shard_budget {
+                Self::add(&mut shard, self.shard_budget, rev, record);
+            }
+        }
+    }
+
+    /// Nothing huge: one value must not flush a whole shard.
+    fn fits(&self, len: usize) -> bool {
+        len + ENTRY_OVERHEAD <= self.shard_budget / 8
+    }
+
+    /// One hash probe per victim and one for the new entry (performance: writers offer
+    /// every put). When `rev` is cached already, as after two readers missed it at once, an
+    /// entry may have been evicted for nothing.
+    fn add(shard: &mut Shard, budget: usize, rev: Revision, record: Arc<[u8]>) {
+        let cost = record.len() + ENTRY_OVERHEAD;
+        while shard.bytes + cost > budget {
             let Some(victim) = shard.clock.pop_front() else {
                 break;
             };
-            match shard.map.get_mut(&victim) {
-                Some(e) if e.referenced.load(Ordering::Relaxed) => {
-                    *e.referenced.get_mut() = false;
+            if let hash_map::Entry::Occupied(mut e) = shard.map.entry(victim) {
+                if *e.get_mut().referenced.get_mut() {
+                    *e.get_mut().referenced.get_mut() = false;
                     shard.clock.push_back(victim);
+                } else {
+                    shard.bytes -= e.remove().record.len() + ENTRY_OVERHEAD;
                 }
-                Some(_) => {
-                    if let Some(e) = shard.map.remove(&victim) {
-                        shard.bytes -= e.record.len() + ENTRY_OVERHEAD;
-                    }
-                }
-                None => {}
             }
         }
-        shard.map.insert(
-            rev,
-            Entry {
+        if let hash_map::Entry::Vacant(slot) = shard.map.entry(rev) {
+            slot.insert(Entry {
                 record,
                 referenced: AtomicBool::new(false),
-            },
-        );
-        shard.clock.push_back(rev);
-        shard.bytes += cost;
+            });
+            shard.clock.push_back(rev);
+            shard.bytes += cost;
+        }
     }
 }
 
@@ -278,6 +320,48 @@ mod tests {
         let mut calls = 0;
         off.read_group(&revs, |_, record| calls += usize::from(record.is_none()));
         assert_eq!(calls, revs.len());
+    }
+
+    #[test]
+    fn offers_skip_a_shard_readers_hold() {
+        let cache = RecordCache::new(1 << 20);
+        let rev = Revision::new(9, 0);
+        let held = cache.shard(rev).read();
+        cache.offer(rev, Arc::from(&b"x"[..]));
+        drop(held);
+        assert_eq!(
+            cache.get_with(rev, <[u8]>::to_vec),
+            None,
+            "skipped, not waited"
+        );
+        cache.offer(rev, Arc::from(&b"y"[..]));
+        assert_eq!(cache.get_with(rev, <[u8]>::to_vec), Some(b"y".to_vec()));
+        // The first record of a revision stays (records never change once published).
+        cache.offer(rev, Arc::from(&b"z"[..]));
+        assert_eq!(cache.get_with(rev, <[u8]>::to_vec), Some(b"y".to_vec()));
+
+        // A full shard takes no offers (writes never evict); a read miss still evicts.
+        let small = RecordCache::new(SHARDS * 8 * (100 + ENTRY_OVERHEAD));
+        let in_shard: Vec<Revision> = (1..)
+            .map(|m| Revision::new(m, 0))
+            .filter(|r| RecordCache::shard_of(*r) == RecordCache::shard_of(rev))
+            .take(9)
+            .collect();
+        for r in &in_shard[..8] {
+            small.offer(*r, Arc::from(&[1; 100][..]));
+        }
+        assert!(in_shard[..8]
+            .iter()
+            .all(|r| small.get_with(*r, |_| ()).is_some()));
+        small.offer(in_shard[8], Arc::from(&[2; 100][..]));
+        assert_eq!(
+            small.get_with(in_shard[8], |_| ()),
+            None,
+            "full: not offered"
+        );
+        small.insert(in_shard[8], &[3; 100]);
+        assert_eq!(small.get_with(in_shard[8], <[u8]>::len), Some(100));
+        assert_eq!(small.shard(rev).read().map.len(), 8, "the miss evicted one");
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct WriteTxn<'a> {
     changes: BTreeMap<Vec<u8>, Option<Own>>,
     batch: WriteBatch,
     index_ops: Vec<(Vec<u8>, Revision, bool)>,
+    /// The put records of this txn, offered to the record cache once committed.
+    records: Vec<(Revision, Arc<[u8]>)>,
     lease_ops: Vec<LeaseOp>,
     /// Lease of each key this txn re-attached (`changes` alone cannot tell for deletes).
     key_lease: BTreeMap<Vec<u8>, LeaseId>,
@@ -85,6 +87,7 @@ impl<'a> WriteTxn<'a> {
             changes: BTreeMap::new(),
             batch: WriteBatch::new(),
             index_ops: Vec::new(),
+            records: Vec::new(),
             lease_ops: Vec::new(),
             key_lease: BTreeMap::new(),
             events: observed.then(Vec::new),
@@ -277,6 +280,7 @@ impl<'a> WriteTxn<'a> {
         let record = codec::encode_put_shared(create_revision, version, lease.0, &req.key, value);
         self.batch
             .put(Table::Kv, rev.to_bytes().to_vec(), record.clone());
+        self.records.push((rev, record.clone()));
         self.index_ops.push((req.key.clone(), rev, false));
         if old_lease != lease {
             self.key_lease.insert(req.key.clone(), lease);
@@ -346,11 +350,11 @@ impl<'a> WriteTxn<'a> {
                 rev.to_bytes().to_vec(),
                 Arc::<[u8]>::from(codec::encode_tombstone(&c.key)),
             );
-            self.index_ops.push((c.key.clone(), rev, true));
+            self.index_ops.push((c.key.to_vec(), rev, true));
             if self.lease_of(&c.key).is_some() {
-                self.key_lease.insert(c.key.clone(), LeaseId::NONE);
+                self.key_lease.insert(c.key.to_vec(), LeaseId::NONE);
                 self.lease_ops
-                    .push(LeaseOp::Attach(c.key.clone(), LeaseId::NONE));
+                    .push(LeaseOp::Attach(c.key.to_vec(), LeaseId::NONE));
             }
             let event_prev = if !self.want_prev || self.events.is_none() {
                 None
@@ -364,7 +368,7 @@ impl<'a> WriteTxn<'a> {
                 events.push(Event {
                     kind: EventKind::Delete,
                     kv: KeyValue {
-                        key: c.key.clone(),
+                        key: c.key.to_vec(),
                         mod_revision: rev.main,
                         ..KeyValue::default()
                     },
@@ -376,7 +380,7 @@ impl<'a> WriteTxn<'a> {
                     prev_kvs.push(prev);
                 }
             }
-            self.changes.insert(c.key, None);
+            self.changes.insert(c.key.into_vec(), None);
         }
         Ok(DeleteRangeResponse {
             revision: self.revision(),
@@ -451,18 +455,18 @@ impl<'a> WriteTxn<'a> {
                 (Some(_), None) => false,
                 (None, Some(_)) => true,
                 (Some(b), Some((k, _))) => {
-                    if b.key == **k {
+                    if *b.key == ***k {
                         base.next(); // superseded by this txn's write
                         true
                     } else {
-                        k.as_slice() < b.key.as_slice()
+                        k.as_slice() < &*b.key
                     }
                 }
             };
             if take_own {
                 if let Some((key, Some(own))) = own.next() {
                     out.push(Candidate {
-                        key: key.clone(),
+                        key: key.as_slice().into(),
                         at: own.at,
                         own: Some(own.record.clone()),
                     });
@@ -490,6 +494,11 @@ impl<'a> WriteTxn<'a> {
         }
         let batch = std::mem::take(&mut self.batch);
         super::apply_batch(self.inner, batch)?;
+        // Committed, so these revisions are final; no reader can ask for them before the
+        // index publishes them below (see `record_cache`).
+        for (rev, record) in self.records.drain(..) {
+            self.inner.records.offer(rev, record);
+        }
         self.inner.ops.end(self.calls.get());
         if let Some(index) = self.applied_index {
             self.writer.applied_index = index;
@@ -566,4 +575,41 @@ pub(crate) fn check_put(req: &PutRequest) -> Result<()> {
         return Err(Error::LeaseProvided);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{PutRequest, RangeRequest};
+    use crate::store::{MvccStore, StoreConfig};
+
+    fn cached(store: &MvccStore, rev: Revision) -> Option<Vec<u8>> {
+        store.inner.records.get_with(rev, <[u8]>::to_vec)
+    }
+
+    /// Committed puts reach the record cache; an aborted txn's never do, so the revision it
+    /// used, which the next txn reuses, is cached with the committed record only.
+    #[test]
+    fn committed_records_are_cached_and_aborted_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MvccStore::open(StoreConfig::new(dir.path().join("db"))).unwrap();
+        let rev = store.put(&PutRequest::new("a", "1")).unwrap().revision;
+        let record = cached(&store, Revision::new(rev, 0)).expect("a committed put is cached");
+        assert_eq!(codec::decode_key(&record), Some((&b"a"[..], false)));
+
+        let mut w = store.write();
+        w.put(&PutRequest::new("b", "aborted")).unwrap();
+        drop(w);
+        let next = Revision::new(rev + 1, 0);
+        assert_eq!(cached(&store, next), None);
+
+        let mut w = store.write();
+        w.put(&PutRequest::new("c", "committed")).unwrap();
+        assert_eq!(w.commit().unwrap(), next.main);
+        let record = cached(&store, next).expect("the reused revision holds the commit");
+        assert_eq!(codec::decode_key(&record), Some((&b"c"[..], false)));
+        let kvs = store.range(&RangeRequest::new("c", "")).unwrap().kvs;
+        assert_eq!(kvs[0].value, b"committed");
+        store.close().unwrap();
+    }
 }
